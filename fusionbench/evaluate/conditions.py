@@ -1,0 +1,89 @@
+"""Test-time evaluation conditions: which modalities the model sees and how the inputs are corrupted.
+
+Names are metric-safe (MLflow keeps ``[A-Za-z0-9_/. -]``) and appear as ``test/<condition>/<metric>``:
+
+- ``av``, ``audio_only``, ``video_only``: clean inputs; a dropped modality is passed to the model as ``None``.
+- ``audio_snr_<dB>``: white noise added to the waveform at that SNR (before the fbank), video clean.
+- ``video_noise_<sigma>``: Gaussian pixel noise of std sigma (pixels in [0, 1]), audio clean.
+- ``video_occlusion_<frac>``: a black square covering ``frac`` of every frame's area at a random place per clip.
+
+Corruptions are deterministic: each clip's noise comes from a generator seeded by (condition, clip index).
+"""
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fusionbench.config import ConfigError
+
+_CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion)_(-?\d+(?:\.\d+)?)$")
+CLEAN = {"av": None, "audio_only": "video", "video_only": "audio"}  # condition → the modality it drops
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    drop: str | None = None  # "audio" | "video" | None
+    kind: str | None = None  # corruption kind, None for clean inputs
+    level: float = 0.0
+
+    @property
+    def corrupts(self) -> bool:
+        return self.kind is not None
+
+    def corrupt(self, waveform: Tensor, frames: Tensor, clip_index: int) -> tuple[Tensor, Tensor]:
+        """``waveform`` (S,) float; ``frames`` (T, H, W, 3) uint8 → corrupted copies of both."""
+        if self.kind is None:
+            return waveform, frames
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.name}/{clip_index}".encode()))
+        if self.kind == "audio_snr":
+            return add_noise_at_snr(waveform, self.level, gen), frames
+        if self.kind == "video_noise":
+            return waveform, gaussian_pixel_noise(frames, self.level, gen)
+        return waveform, occlude(frames, self.level, gen)
+
+
+def parse_condition(name: str) -> Condition:
+    if name in CLEAN:
+        return Condition(name, drop=CLEAN[name])
+    match = _CORRUPTION.match(name)
+    if not match:
+        raise ConfigError(
+            f"unknown eval condition {name!r}; valid: av, audio_only, video_only, audio_snr_<dB>, "
+            "video_noise_<sigma>, video_occlusion_<fraction>"
+        )
+    kind, level = match.group(1), float(match.group(2))
+    if kind == "video_occlusion" and not 0 <= level <= 1:
+        raise ConfigError(f"{name}: occlusion fraction must be in [0, 1]")
+    if kind == "video_noise" and level < 0:
+        raise ConfigError(f"{name}: noise sigma must be >= 0")
+    return Condition(name, kind=kind, level=level)
+
+
+def add_noise_at_snr(waveform: Tensor, snr_db: float, gen: torch.Generator) -> Tensor:
+    """x + n with n white Gaussian scaled so that 10·log10(P_x / P_n) = snr_db."""
+    noise = torch.randn(waveform.shape, generator=gen, dtype=torch.float32)
+    signal_power = waveform.float().pow(2).mean().clamp_min(1e-10)
+    noise = noise * torch.sqrt(signal_power / (10 ** (snr_db / 10)) / noise.pow(2).mean())
+    return (waveform.float() + noise).to(waveform.dtype)
+
+
+def gaussian_pixel_noise(frames: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
+    noisy = frames.float() / 255 + sigma * torch.randn(frames.shape, generator=gen)
+    return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def occlude(frames: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
+    """A black square of area ``fraction`` of the frame, at the same random place in every frame of the clip."""
+    _, h, w, _ = frames.shape
+    side_h, side_w = round(h * math.sqrt(fraction)), round(w * math.sqrt(fraction))
+    top = int(torch.randint(0, h - side_h + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - side_w + 1, (1,), generator=gen))
+    out = frames.clone()
+    out[:, top : top + side_h, left : left + side_w] = 0
+    return out

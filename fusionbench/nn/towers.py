@@ -1,0 +1,40 @@
+"""Two modality towers in the MBT style (``share_encoder=False``): per-modality CLS, separate block stacks,
+one shared final LayerNorm and one shared linear head applied to each CLS. Used by late, mid and MBT, so that
+their weights line up one to one (MBT with Lf = L loads a late-fusion state dict unchanged)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fusionbench.nn.block import make_blocks
+
+MODALITIES = ("audio", "video")
+
+
+class TwoTowers(nn.Module):
+    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: float, drop_path: float, num_classes: int) -> None:
+        super().__init__()
+        # MBT: `cls` / `clsspectrogram`, zero-initialised (their positional embedding is folded into the parameter).
+        self.cls = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dim)) for m in MODALITIES})
+        self.blocks = nn.ModuleDict({m: make_blocks(depth, dim, heads, mlp_ratio, drop_path) for m in MODALITIES})
+        self.norm = nn.LayerNorm(dim)  # MBT `encoder_norm`, shared by both modalities
+        self.head = nn.Linear(dim, num_classes)  # MBT `output_projection`, shared, zero-initialised
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def with_cls(self, modality: str, tokens: Tensor) -> Tensor:
+        cls = self.cls[modality].expand(tokens.shape[0], -1, -1)  # (B, 1, D)
+        return torch.cat([cls, tokens], dim=1)  # (B, 1 + N_m, D)
+
+    def readout(self, modality: str, tokens: Tensor) -> Tensor:
+        """Shared LN + shared head on the modality's CLS token → (B, C)."""
+        return self.head(self.norm(tokens[:, 0]))
+
+
+def present(audio: Tensor | None, video: Tensor | None) -> dict[str, Tensor]:
+    """The given modalities as a dict in a fixed order (audio first)."""
+    return {m: x for m, x in zip(MODALITIES, (audio, video)) if x is not None}
+
+
+def mean_logits(streams: dict[str, Tensor]) -> Tensor:
+    return torch.stack(list(streams.values())).mean(0)  # (B, C)
