@@ -162,7 +162,9 @@ def load_config(overrides: list[str] | None = None, experiment: str | Path | Non
         path = Path(experiment)
         if not path.exists() and (EXPERIMENTS / path).exists():
             path = EXPERIMENTS / path
-        layers.append(_load_yaml(path))
+        layer = _load_yaml(path)
+        layer.pop("sweep", None)  # a sweep file's grid is read by `fusionbench sweep`, not part of a run's config
+        layers.append(layer)
     layers.append(parse_dotlist(overrides or []))
     for layer in layers:
         _check_keys(layer, Config)

@@ -38,3 +38,14 @@ def present(audio: Tensor | None, video: Tensor | None) -> dict[str, Tensor]:
 
 def mean_logits(streams: dict[str, Tensor]) -> Tensor:
     return torch.stack(list(streams.values())).mean(0)  # (B, C)
+
+
+def resolve_fusion_layer(fusion_layer: int | None, depth: int) -> int:
+    """``Lf``: the first layer (0-indexed) where the towers exchange information; ``Lf = depth`` is late fusion.
+
+    ``None`` gives ``2·depth // 3``, MBT's 8 of 12 scaled to the depth (fusionbench's default rule: 4 → 2, 2 → 1).
+    """
+    lf = 2 * depth // 3 if fusion_layer is None else int(fusion_layer)
+    if not 0 <= lf <= depth:
+        raise ValueError(f"fusion_layer={fusion_layer} must be in [0, depth={depth}]")
+    return lf

@@ -1,0 +1,40 @@
+# fusionbench — `make help` lists the targets. Everything installs itself into .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+WORKERS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow benchmark smoke ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install fusionbench with pinned dependencies (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+test: install ## run the test suite (CPU, a few minutes)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: install ## run the slow tests too
+	$(BIN)/python -m pytest -q
+
+benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/modsum/sync, then results/leaderboard.*
+	$(BIN)/fusionbench sweep --experiment experiments/benchmark.yaml --workers $(WORKERS) --leaderboard
+
+smoke: install ## one fast run of every config under experiments/ (no config rots)
+	$(BIN)/python -m pytest -q tests/test_experiments_smoke.py
+
+ui: install ## serve the MLflow UI on the project's store (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --default-artifact-root $(CURDIR)/results/mlartifacts --host 127.0.0.1 --port 5000
+
+clean: ## remove generated data, caches and the MLflow store (keeps the committed example leaderboard)
+	rm -rf data lightning_logs results/mlflow.db results/mlartifacts results/.locks .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

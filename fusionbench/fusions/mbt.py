@@ -1,0 +1,68 @@
+"""MBT: attention bottlenecks (Nagrani et al., NeurIPS 2021).
+
+| mbt | B bottlenecks | unimodal below Lf; from Lf each tower attends over [own ‖ B]; B = mean of the towers' B outputs |
+
+Paper rule (scenic ``projects/mbt``, methods.md §1.2): two towers with separate weights. For layers l < Lf each tower
+runs alone. For l >= Lf, with b the shared bottleneck tokens:
+    [z_m ‖ b̂_m] = Block_m([z_m ‖ b])   for m in (audio, video)    (bottlenecks appended after the modality tokens)
+    b ← mean_m(b̂_m)
+so the modalities meet only through b. Readout as late fusion: per-modality CLS, one shared LayerNorm and one shared
+zero-initialised head on each CLS, mean logits; training loss = mean of the per-modality losses. The bottlenecks are
+one learned parameter drawn from N(0, 0.02), tiled over the batch, without positional embedding, dropped at the end.
+
+Because the tower weights are exactly late fusion's (``TwoTowers``), ``fusion_layer = depth`` is late fusion and a
+late-fusion state dict loads with only ``bottleneck`` missing.
+
+Note: the towers read b^{l+1} (the first averaged bottlenecks) at layer Lf + 1, so with Lf >= depth - 1 the exchange
+never reaches the CLS tokens and the outputs equal late fusion's (the default on the 2-layer ``tiny`` preset).
+
+fusionbench's choices:
+- ``bottleneck_plus_one=True``: like the scenic code with a CLS ('token') classifier, ``num_bottlenecks + 1`` tokens
+  are used (5 for the default B = 4); ``False`` gives exactly ``num_bottlenecks``.
+- ``fusion_layer=None`` gives ``2·depth // 3`` (MBT's 8 of 12 scaled to the depth).
+
+Unimodal policy: MBT's ``test_with_bottlenecks=False`` path: with one modality absent, the present tower runs alone
+at every layer, without bottlenecks, and the prediction is its CLS logits (exactly late fusion's unimodal path).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fusionbench.nn.model import FusionModel, FusionOutput, mean_stream_loss
+from fusionbench.nn.towers import TwoTowers, mean_logits, present, resolve_fusion_layer
+from fusionbench.registry import register_fusion
+
+
+@register_fusion("mbt")
+class MBT(FusionModel):
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        num_bottlenecks: int = 4,
+        fusion_layer: int | None = None,
+        bottleneck_plus_one: bool = True,
+        **geometry,
+    ) -> None:
+        super().__init__(num_classes, **geometry)
+        self.fusion_layer = resolve_fusion_layer(fusion_layer, self.depth)
+        self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
+        n = num_bottlenecks + int(bottleneck_plus_one)
+        self.bottleneck = nn.Parameter(torch.empty(1, n, self.dim).normal_(std=0.02))  # (1, B, D)
+
+    def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}
+        tokens = {m: self.towers.with_cls(m, x) for m, x in tokens.items()}  # {m: (B, 1 + N_m, D)}
+        b = self.bottleneck.expand(next(iter(tokens.values())).shape[0], -1, -1)  # (B, n_b, D)
+        for layer in range(self.depth):
+            if layer < self.fusion_layer or len(tokens) == 1:
+                tokens = {m: self.towers.blocks[m][layer](x) for m, x in tokens.items()}  # route: own tokens only
+                continue
+            outs = {m: self.towers.blocks[m][layer](torch.cat([x, b], dim=1)) for m, x in tokens.items()}  # route: [z_m ‖ b]
+            tokens = {m: y[:, : -b.shape[1]] for m, y in outs.items()}  # (B, 1 + N_m, D)
+            b = torch.stack([y[:, -b.shape[1] :] for y in outs.values()]).mean(0)  # (B, n_b, D): mean over towers
+        streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}
+        return FusionOutput(logits=mean_logits(streams), streams=streams)
+
+    loss = staticmethod(mean_stream_loss)

@@ -1,0 +1,117 @@
+"""Supervised audio-visual classification around any registered fusion model.
+
+Multiclass: cross-entropy with label smoothing; multilabel: binary cross-entropy. The training loss is the model's own
+rule (``model.loss``: e.g. MBT/late average the per-modality losses). AdamW with linear warm-up then cosine decay to 0,
+no weight decay on biases, norms, positional embeddings and learned tokens (ViT/MAE practice).
+Test: every evaluation condition (``av``, ``audio_only``, ``video_only``, corruptions) gets its own metric collection;
+results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from fusionbench.evaluate.conditions import Condition
+from fusionbench.nn.model import FusionModel
+from fusionbench.tasks.metrics import classification_metrics, headline_metric
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then half-cosine from 1 to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def no_decay(name: str, param: Tensor) -> bool:
+    return param.ndim <= 1 or name.endswith(".pos") or any(t in name for t in ("cls", "token", "bottleneck", "query"))
+
+
+class ClassifyTask(L.LightningModule):
+    def __init__(
+        self,
+        model: FusionModel,
+        num_classes: int,
+        multilabel: bool,
+        train_cfg: DictConfig,
+        test_conditions: Sequence[Sequence[Condition]] = (),
+        top_k: int = 5,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.multilabel = multilabel
+        self.train_cfg = train_cfg
+        self.test_conditions = [list(group) for group in test_conditions]
+        self.headline = headline_metric(multilabel)
+        self.val_metrics = classification_metrics(num_classes, multilabel, top_k)
+        self.test_metrics = nn.ModuleDict(
+            {c.name: classification_metrics(num_classes, multilabel, top_k) for g in self.test_conditions for c in g}
+        )
+        self.test_loss: dict[str, list[Tensor]] = {}
+        self.test_results: dict[str, float] = {}
+
+    def criterion(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.cross_entropy(logits, target, label_smoothing=self.train_cfg.label_smoothing)
+
+    def forward(self, audio: Tensor | None = None, video: Tensor | None = None):
+        return self.model(audio=audio, video=video)
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self.model(audio=batch["audio"], video=batch["video"])
+        loss = self.model.loss(out, batch["label"], self.criterion)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.model(audio=batch["audio"], video=batch["video"])
+        self.log("val/loss", self.criterion(out.logits, batch["label"]), batch_size=len(batch["label"]))
+        self.val_metrics.update(out.logits.float(), batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict({f"val/{k}": v for k, v in self.val_metrics.compute().items()})
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        for condition in self.test_conditions[dataloader_idx]:
+            audio = None if condition.drop == "audio" else batch["audio"]
+            video = None if condition.drop == "video" else batch["video"]
+            out = self.model(audio=audio, video=video)
+            self.test_metrics[condition.name].update(out.logits.float(), batch["label"])
+            loss = self.criterion(out.logits.float(), batch["label"]) * len(batch["label"])
+            self.test_loss.setdefault(condition.name, []).append(torch.stack([loss, torch.tensor(len(batch["label"]))]))
+
+    def on_test_epoch_end(self) -> None:
+        results = {}
+        for name, metrics in self.test_metrics.items():
+            for metric, value in metrics.compute().items():
+                results[f"test/{name}/{metric}"] = float(value)
+            metrics.reset()
+            total = torch.stack(self.test_loss.pop(name, [])).sum(0) if name in self.test_loss else None
+            if total is not None:
+                results[f"test/{name}/loss"] = float(total[0] / total[1])
+        self.test_results = results
+
+    def configure_optimizers(self):
+        cfg = self.train_cfg
+        decay, plain = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (plain if no_decay(name, param) else decay).append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = max(1, int(cfg.warmup_frac * total))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,100 @@
+"""Train and evaluate one configuration, recorded as one MLflow run. ``run(cfg)`` is also the sweep's cell runner."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from fusionbench import tracking
+from fusionbench.config import dataset_name
+from fusionbench.data.datamodule import AVDataModule
+from fusionbench.evaluate.conditions import parse_condition
+from fusionbench.evaluate.efficiency import count_params, forward_flops
+from fusionbench.progress import EpochLine, MLflowEpochMetrics
+from fusionbench.registry import create_model
+from fusionbench.tasks.classify import ClassifyTask
+
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def _trainer(cfg: DictConfig, callbacks: list, **overrides) -> L.Trainer:
+    t = cfg.train
+    args = dict(
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip or None,
+        deterministic=t.deterministic,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    return L.Trainer(**{**args, **overrides})
+
+
+def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
+    """The datamodule and the task for a resolved config (data set up, model built at the data's geometry)."""
+    conditions = [parse_condition(name) for name in cfg.eval.conditions]
+    datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = create_model(
+        cfg.fusion,
+        datamodule.num_classes,
+        cfg.preset,
+        **{"audio_shape": datamodule.audio_shape, "video_shape": datamodule.video_shape, **cfg.model},
+    )
+    task = ClassifyTask(
+        model,
+        datamodule.num_classes,
+        datamodule.multilabel,
+        cfg.train,
+        test_conditions=datamodule.test_conditions,
+        top_k=cfg.eval.top_k,
+    )
+    return datamodule, task
+
+
+def run(cfg: DictConfig) -> str:
+    """Fit ``cfg.fusion`` on ``cfg.data``, evaluate every condition, log everything to MLflow; return the run id."""
+    if cfg.train.accelerator in ("cpu", "auto") and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.train.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    label = f"{cfg.fusion}/{dataset_name(cfg)}/s{cfg.seed}"
+    with tracking.tracked_run(cfg) as tracked:
+        datamodule, task = build(cfg)
+        geometry = (datamodule.audio_shape, datamodule.video_shape)
+        tracked.log_metrics(
+            {
+                "model/params": count_params(task.model),
+                "model/gflops": forward_flops(task.model, *geometry) / 1e9,
+                "data/skipped": len(datamodule.skipped),
+                "data/train_clips": len(datamodule.train_set),
+            }
+        )
+        print(f"[{label}] {count_params(task.model):,} parameters, {len(datamodule.train_set)} training clips", flush=True)
+        start = time.perf_counter()
+        trainer = _trainer(cfg, [EpochLine(label), MLflowEpochMetrics(tracked)])
+        trainer.fit(task, datamodule=datamodule)
+        train_s = time.perf_counter() - start
+        if not trainer.is_global_zero:  # DDP: final evaluation on one device (the test sampler would pad the set)
+            return tracked.run_id
+        start = time.perf_counter()
+        _trainer(cfg, [], devices=1, strategy="auto").test(task, datamodule=datamodule, verbose=False)
+        results = dict(task.test_results)
+        tracked.log_metrics({**results, "time/train_s": train_s, "time/test_s": time.perf_counter() - start})
+        headline = task.headline
+        shown = "  ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in results.items() if k.endswith(f"/{headline}"))
+        print(f"[{label}] test {headline}: {shown}  (train {train_s:.1f} s)", flush=True)
+        return tracked.run_id
