@@ -3,7 +3,8 @@
 torchmetrics' ``MulticlassAccuracy`` defaults to macro averaging; published top-1/top-5 are micro, so it is set here.
 Compute groups are off: with them, ``MetricCollection`` merged the top-1 and top-5 accuracies' states (same state
 shapes after the first update) and reported wrong top-1 values (caught by the sklearn parity test).
-Macro mAP follows torchmetrics: a class with no positives in the split scores 0 inside the mean (as sklearn's
+Multiclass AP ranks each class's softmax probability (torchmetrics turns logits into probabilities per row first);
+multilabel AP ranks each class's sigmoid score. Macro mAP follows torchmetrics: a class with no positives in the split scores 0 inside the mean (as sklearn's
 ``average_precision_score`` does not); the parity test pins which classes are present.
 """
 from __future__ import annotations
