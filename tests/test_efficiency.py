@@ -21,11 +21,12 @@ def test_late_fusion_flops_match_analytic_count():
     preset = PRESETS["tiny"]
     model = create_model("late", 10, "tiny")
     d, depth, hidden = preset.dim, preset.depth, int(preset.dim * preset.mlp_ratio)
-    n_a = 1 + (preset.audio_shape[0] // preset.audio_patch[0]) * (preset.audio_shape[1] // preset.audio_patch[1])
-    n_v = 1 + 16 * (32 // 16) * (32 // 16)
+    (m, f), (pm, pf) = preset.audio_shape, preset.audio_patch
+    (t, h, w), (pt, ph, pw) = preset.video_shape, preset.video_patch
+    n_a, n_v = 1 + (m // pm) * (f // pf), 1 + (t // pt) * (h // ph) * (w // pw)  # + CLS
     per_token = 4 * d * d + 2 * d * hidden  # q, kv (2), proj; MLP in and out
     attention = 2 * (n_a**2 + n_v**2) * d  # QKᵀ and AV per layer, both towers
-    tokenizers = (n_a - 1) * (32 * 10) * d + (n_v - 1) * (3 * 16 * 16) * d
+    tokenizers = (n_a - 1) * (pm * pf) * d + (n_v - 1) * (3 * pt * ph * pw) * d
     heads = 2 * d * 10
     macs = depth * ((n_a + n_v) * per_token + attention) + tokenizers + heads
     assert forward_flops(model, preset.audio_shape, preset.video_shape) == 2 * macs
