@@ -1,0 +1,114 @@
+"""Zorro: the masked multimodal transformer (Recasens et al., arXiv 2301.09595).
+
+| zorro | N_f fusion tokens | one backbone, every layer masked: A→A, V→V, F→A,V,F; 4 readouts (audio, video, fusion, global) |
+
+Paper rule (methods.md §2): one shared transformer over [A | V | F] with N_f learned fusion tokens F. At every layer
+the attention mask lets audio read audio only, video read video only, and fusion read everything, so the audio and
+video streams stay modality-pure and information flows one way, into F. Four learned readout queries decode the final
+tokens through masked cross-attention: audio reads A, video reads V, fusion reads F, global reads all tokens.
+
+The routing is the two mask functions below (``zorro_mask``, ``readout_mask``). ``forward`` computes the same thing
+structurally, group by group, with the same weights and no N² masked work:
+    A ← Block(A, context=A);  V ← Block(V, context=V);  F ← Block(F, context=[A ‖ V ‖ F])
+``forward_masked`` is the dense masked reference (one Block call over [A | V | F] with ``zorro_mask``); tests hold
+the two equal.
+
+fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
+- ``num_fusion_tokens=16`` (lucidrains' default; the paper's N_f is unverified). F has no positional embedding.
+- Readout: one shared cross-attention (LN on the final tokens, one learned query per output), then a per-output
+  LayerNorm + zero-initialised linear head (four heads: the four readouts are different representations).
+- ``logits`` = the ``global`` readout by default (``fused_readout``: ``global`` | ``fusion``). Global reads a superset
+  of what fusion reads: the fusion tokens and the modality-pure tokens, which carry unimodal evidence the N_f fusion
+  tokens may have compressed away; it is the readout the masks define as the whole model's output.
+- Training loss: mean over the readouts of the per-readout losses (every readout gets a training signal; Zorro's
+  supervised recipe is unverified).
+
+Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
+``audio`` (bit-identical to the audio stream of the A+V forward: A never reads V or F), ``fusion`` and ``global`` (from
+audio alone), and ``logits`` = the ``audio`` readout. Video-only is symmetric.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fusionbench.nn.block import Attention, make_blocks
+from fusionbench.nn.masks import TokenType, token_types
+from fusionbench.nn.model import FusionModel, FusionOutput, mean_stream_loss
+from fusionbench.registry import register_fusion
+
+A, V, F, G = TokenType.AUDIO, TokenType.VIDEO, TokenType.FUSION, TokenType.GLOBAL
+READOUTS = {"audio": A, "video": V, "fusion": F, "global": G}  # readout name → the type of its query
+
+
+def zorro_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
+    """Self-attention route: a token reads keys of its own type; fusion tokens read every key. (N_q, N_k) bool."""
+    return (types_q[:, None] == types_k[None, :]) | (types_q[:, None] == F)
+
+
+def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
+    """Readout route: audio query reads A, video V, fusion F; the global query reads every key. (N_q, N_k) bool."""
+    return (types_q[:, None] == types_k[None, :]) | (types_q[:, None] == G)
+
+
+@register_fusion("zorro")
+class Zorro(FusionModel):
+    def __init__(
+        self, num_classes: int, *, num_fusion_tokens: int = 16, fused_readout: str = "global", **geometry
+    ) -> None:
+        super().__init__(num_classes, **geometry)
+        if fused_readout not in ("global", "fusion"):
+            raise ValueError(f"fused_readout={fused_readout!r} must be 'global' or 'fusion'")
+        self.fused_readout = fused_readout
+        self.fusion_tokens = nn.Parameter(torch.empty(1, num_fusion_tokens, self.dim).normal_(std=0.02))  # (1, N_f, D)
+        self.blocks = make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path)  # one backbone
+        self.norm = nn.LayerNorm(self.dim)  # on the final tokens, before the readout
+        self.readout_query = nn.ParameterDict({r: nn.Parameter(torch.empty(1, 1, self.dim).normal_(std=0.02)) for r in READOUTS})
+        self.readout = Attention(self.dim, self.heads)  # one cross-attention, one query per output
+        self.out_norm = nn.ModuleDict({r: nn.LayerNorm(self.dim) for r in READOUTS})
+        self.heads_out = nn.ModuleDict({r: nn.Linear(self.dim, num_classes) for r in READOUTS})
+        for head in self.heads_out.values():
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def _groups(self, audio: Tensor | None, video: Tensor | None) -> dict[TokenType, Tensor]:
+        a, v = self.tokenizer(audio, video)  # (B, N_a, D), (B, N_v, D); an absent modality is None
+        groups = {t: x for t, x in ((A, a), (V, v)) if x is not None}
+        groups[F] = self.fusion_tokens.expand(next(iter(groups.values())).shape[0], -1, -1)  # (B, N_f, D)
+        return groups
+
+    def _output(self, pooled: dict[str, Tensor]) -> FusionOutput:
+        """``pooled``: {readout: (B, D)} → per-readout logits; ``logits`` = the fused readout, or the present
+        modality's readout when one modality is absent."""
+        streams = {r: self.heads_out[r](self.out_norm[r](z)) for r, z in pooled.items()}  # {r: (B, C)}
+        fused = self.fused_readout if "audio" in streams and "video" in streams else ("audio" if "audio" in streams else "video")
+        return FusionOutput(logits=streams[fused], streams=streams)
+
+    def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        """Structured routing: each group attends over exactly the keys ``zorro_mask`` allows it."""
+        groups = self._groups(audio, video)  # {type: (B, N_t, D)}, order A, V, F
+        for block in self.blocks:
+            everything = torch.cat(list(groups.values()), dim=1)  # (B, N_a + N_v + N_f, D): keys of F
+            groups = {t: block(x, context=everything) if t == F else block(x) for t, x in groups.items()}  # route
+        final = {t: self.norm(x) for t, x in groups.items()}
+        context = {r: final[t] for r, t in READOUTS.items() if t in final}  # readout route: own group
+        context["global"] = torch.cat(list(final.values()), dim=1)  # (B, N, D): the global query reads all
+        batch = context["global"].shape[0]
+        pooled = {r: self.readout(self.readout_query[r].expand(batch, -1, -1), c)[:, 0] for r, c in context.items()}
+        return self._output(pooled)
+
+    def forward_masked(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        """Dense reference: one Block call over [A | V | F] per layer with ``zorro_mask``; N² attention, masked."""
+        groups = self._groups(audio, video)
+        types = token_types(*((t, x.shape[1]) for t, x in groups.items()), device=groups[F].device)  # (N,)
+        x = torch.cat(list(groups.values()), dim=1)  # (B, N, D)
+        mask = zorro_mask(types, types)  # (N, N)
+        for block in self.blocks:
+            x = block(x, mask=mask)
+        names = [r for r, t in READOUTS.items() if t in groups or t == G]
+        q_types = torch.tensor([int(READOUTS[r]) for r in names], device=x.device)  # (R,)
+        queries = torch.cat([self.readout_query[r] for r in names], dim=1).expand(x.shape[0], -1, -1)  # (B, R, D)
+        pooled = self.readout(queries, self.norm(x), mask=readout_mask(q_types, types))  # (B, R, D)
+        return self._output({r: pooled[:, i] for i, r in enumerate(names)})
+
+    loss = staticmethod(mean_stream_loss)
