@@ -116,7 +116,8 @@ def randomized(**overrides) -> torch.nn.Module:
 def inputs(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     p = PRESETS["tiny"]
-    return {"audio": torch.randn(2, 1, *p.audio_shape, generator=g), "video": torch.randn(2, 3, *p.video_shape, generator=g)}
+    audio, video = torch.randn(2, 1, *p.audio_shape, generator=g), torch.randn(2, 3, *p.video_shape, generator=g)
+    return {"audio": audio, "video": video}
 
 
 def test_quirks_are_on_by_default():

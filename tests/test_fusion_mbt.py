@@ -8,7 +8,8 @@ from fusionbench.registry import PRESETS, create_model
 def inputs(seed: int = 0, requires_grad: bool = False) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     p = PRESETS["tiny"]
-    x = {"audio": torch.randn(2, 1, *p.audio_shape, generator=g), "video": torch.randn(2, 3, *p.video_shape, generator=g)}
+    audio, video = torch.randn(2, 1, *p.audio_shape, generator=g), torch.randn(2, 3, *p.video_shape, generator=g)
+    x = {"audio": audio, "video": video}
     return {m: t.requires_grad_(requires_grad) for m, t in x.items()}
 
 

@@ -13,7 +13,8 @@ OTHER = {"audio": "video", "video": "audio"}
 def inputs(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     p = PRESETS["tiny"]
-    return {"audio": torch.randn(2, 1, *p.audio_shape, generator=g), "video": torch.randn(2, 3, *p.video_shape, generator=g)}
+    audio, video = torch.randn(2, 1, *p.audio_shape, generator=g), torch.randn(2, 3, *p.video_shape, generator=g)
+    return {"audio": audio, "video": video}
 
 
 @pytest.fixture(scope="module")

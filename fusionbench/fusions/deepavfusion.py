@@ -27,8 +27,9 @@ the class-prior log-odds, unknown at construction).
 
 Unimodal policy (the method defines none, methods.md §3.5): the absent tower is not run and its head is absent;
 the fusion block gets ``None`` for the absent modality, and each interaction term that needs it is omitted (no
-update): token reads the present tokens; dense has no term (the block is residual + MLP); factorized runs the
-present modality's aggregation only. Prediction = mean of the present modality's logits and the fusion logits.
+update): token reads the present tokens; dense has no term (the block is residual + MLP, so f never reads the
+input and the fusion head is input-independent); factorized runs the present modality's aggregation only.
+Prediction = mean of the present modality's logits and the fusion logits.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ class DeepAVFusion(FusionModel):
         self.fusion_layers = parse_fusion_layers(fusion_layers, self.depth)
         self.joint_loss, self.parallel_update = joint_loss, parallel_update
         self.fusion_tokens = nn.Parameter(torch.empty(1, sum(fusion_tokens), self.dim).normal_(std=0.02))  # (1, ΣF, D)
-        self.blocks = nn.ModuleDict({m: make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path) for m in MODALITIES})
+        towers = {m: make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path) for m in MODALITIES}
+        self.blocks = nn.ModuleDict(towers)  # separate weights per modality
         rates = drop_path_rates(self.depth, self.drop_path)
         self.fusion = nn.ModuleDict({
             str(layer): FusionBlock(
@@ -100,7 +102,8 @@ class DeepAVFusion(FusionModel):
             if str(layer) not in self.fusion:
                 tokens = {m: self.blocks[m][layer](x) for m, x in tokens.items()}  # route: own tokens only
                 continue
-            new = {m: self.blocks[m][layer](x, context=torch.cat([f, x], dim=1)) for m, x in tokens.items()}  # route: [F ‖ own]
+            # route: each tower's tokens attend over [F ‖ own]
+            new = {m: self.blocks[m][layer](x, context=torch.cat([f, x], dim=1)) for m, x in tokens.items()}
             read = tokens if self.parallel_update else new
             f = self.fusion[str(layer)](f, read.get("video"), read.get("audio"))  # route: F reads A, V
             tokens = new

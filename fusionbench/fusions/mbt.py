@@ -59,7 +59,8 @@ class MBT(FusionModel):
             if layer < self.fusion_layer or len(tokens) == 1:
                 tokens = {m: self.towers.blocks[m][layer](x) for m, x in tokens.items()}  # route: own tokens only
                 continue
-            outs = {m: self.towers.blocks[m][layer](torch.cat([x, b], dim=1)) for m, x in tokens.items()}  # route: [z_m ‖ b]
+            # route: each tower runs its block on [z_m ‖ b] (bottlenecks after the modality tokens)
+            outs = {m: self.towers.blocks[m][layer](torch.cat([x, b], dim=1)) for m, x in tokens.items()}
             tokens = {m: y[:, : -b.shape[1]] for m, y in outs.items()}  # (B, 1 + N_m, D)
             b = torch.stack([y[:, -b.shape[1] :] for y in outs.values()]).mean(0)  # (B, n_b, D): mean over towers
         streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}

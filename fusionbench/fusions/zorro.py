@@ -11,7 +11,8 @@ The routing is the two mask functions below (``zorro_mask``, ``readout_mask``). 
 structurally, group by group, with the same weights and no N² masked work:
     A ← Block(A, context=A);  V ← Block(V, context=V);  F ← Block(F, context=[A ‖ V ‖ F])
 ``forward_masked`` is the dense masked reference (one Block call over [A | V | F] with ``zorro_mask``); tests hold
-the two equal.
+the two equal (at eval, or with ``drop_path=0``: in training the structured path draws stochastic depth per group,
+as MBT's towers do, where the dense path draws it once per sequence).
 
 fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
 - ``num_fusion_tokens=16`` (lucidrains' default; the paper's N_f is unverified). F has no positional embedding.
@@ -63,7 +64,8 @@ class Zorro(FusionModel):
         self.fusion_tokens = nn.Parameter(torch.empty(1, num_fusion_tokens, self.dim).normal_(std=0.02))  # (1, N_f, D)
         self.blocks = make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path)  # one backbone
         self.norm = nn.LayerNorm(self.dim)  # on the final tokens, before the readout
-        self.readout_query = nn.ParameterDict({r: nn.Parameter(torch.empty(1, 1, self.dim).normal_(std=0.02)) for r in READOUTS})
+        query = {r: nn.Parameter(torch.empty(1, 1, self.dim).normal_(std=0.02)) for r in READOUTS}
+        self.readout_query = nn.ParameterDict(query)  # one learned query per output
         self.readout = Attention(self.dim, self.heads)  # one cross-attention, one query per output
         self.out_norm = nn.ModuleDict({r: nn.LayerNorm(self.dim) for r in READOUTS})
         self.heads_out = nn.ModuleDict({r: nn.Linear(self.dim, num_classes) for r in READOUTS})
@@ -81,7 +83,10 @@ class Zorro(FusionModel):
         """``pooled``: {readout: (B, D)} → per-readout logits; ``logits`` = the fused readout, or the present
         modality's readout when one modality is absent."""
         streams = {r: self.heads_out[r](self.out_norm[r](z)) for r, z in pooled.items()}  # {r: (B, C)}
-        fused = self.fused_readout if "audio" in streams and "video" in streams else ("audio" if "audio" in streams else "video")
+        if "audio" in streams and "video" in streams:
+            fused = self.fused_readout
+        else:  # unimodal: the present modality's pure readout
+            fused = "audio" if "audio" in streams else "video"
         return FusionOutput(logits=streams[fused], streams=streams)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:

@@ -17,7 +17,8 @@ Interactions (attention width D' = attn_ratio · D, ``heads`` heads, Xavier-unif
   factorized   f = [f_mm (F) ‖ f_v (M_v) ‖ f_a (M_a)]
                f_v ──q──▶ attn ◀──k,v── x_v      (full width D)            O(M_v·N_v·D)
                f_a ──q──▶ attn ◀──k,v── x_a                                 O(M_a·N_a·D)
-               f_mm ──q──▶ attn ◀──k,v── p_ij = [f_v,i ; f_a,j], M_v·M_a pairs (k: 2D→D', v: 2D→D)
+               f_mm ──q──▶ attn ◀──k,v── p_ij = [f_v,i ; f_a,j], M_v·M_a pairs
+                                       (k: 2D → D', v: 2D → D)
                nothing here grows with N_v·N_a
 
 ``scale``: the code's pair attentions use (D/heads)^-0.5 although their q/k head width is D'/heads (the
