@@ -1,0 +1,458 @@
+"""MLflow on a sqlite store: run identity, one tracked run per training, and the queries sweeps and leaderboards use.
+
+Every call goes through an explicit ``MlflowClient`` bound to ``sqlite:///<absolute path>`` (never the global
+``mlflow`` state, never ``MLFLOW_TRACKING_URI``), so several processes can write one store at once. Artifacts go to
+``<store dir>/mlartifacts/<experiment>``, never ``./mlruns``.
+
+A run holds an advisory lock (``fcntl.flock``) on ``<store dir>/.locks/<experiment>/<identity>.lock`` from before it is
+created until after it is terminated. The kernel drops the lock when the process dies however it dies, so a run
+that is RUNNING in the store while nobody holds its lock was left behind by a dead process
+(:func:`reap_dead_runs` marks it KILLED); one whose lock is held is being run right now by a live process.
+"""
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import os
+import platform
+import random
+import re
+import subprocess
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from fusionbench.config import PROJECT_ROOT, config_hash, dataset_name, flatten, project_path, to_dict
+
+METRIC_NAME = re.compile(r"[A-Za-z0-9_/. -]+")  # what MLflow keeps; anything else it strips silently
+PARAM_MAX_CHARS = 500  # longer config values are cut, with a marker saying how much was cut
+PACKAGES = ("torch", "lightning", "torchmetrics", "torchaudio", "av", "mlflow", "omegaconf")
+ACTIVE, TERMINAL = "RUNNING", ("FINISHED", "FAILED", "KILLED")
+
+T = TypeVar("T")
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds this run identity's lock (it is running that cell right now)."""
+
+
+# ------------------------------------------------------------------------------------------------------ the store
+
+
+def store_uri(store: str | Path) -> str:
+    """``sqlite:///<absolute path>``; relative paths are under the project root."""
+    return f"sqlite:///{project_path(store).resolve()}"
+
+
+def store_dir(store: str | Path) -> Path:
+    return project_path(store).resolve().parent
+
+
+def artifact_location(store: str | Path, experiment: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("._") or "experiment"
+    return (store_dir(store) / "mlartifacts" / safe).as_uri()
+
+
+def _transient(exc: BaseException) -> bool:
+    """sqlite contention and first-use races: worth another try."""
+    text = f"{type(exc).__name__}: {exc} {exc.__cause__!r}".lower()
+    return any(s in text for s in ("database is locked", "operationalerror", "integrityerror", "unique constraint",
+                                   "temporarily_unavailable", "disk i/o error"))
+
+
+def with_retry(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call ``fn``; on a transient sqlite error back off (0.05 s doubling, jittered) and try again."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if attempt == attempts - 1 or not _transient(exc):
+                raise
+            time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+_clients: dict[str, Any] = {}
+
+
+def _client_for(uri: str):
+    if uri not in _clients:
+        from mlflow import MlflowClient
+
+        c = MlflowClient(tracking_uri=uri)
+        c.search_experiments(max_results=1)  # opens the store now: creates and migrates a new DB file
+        _clients[uri] = c
+    return _clients[uri]
+
+
+def client(store: str | Path):
+    """An ``MlflowClient`` on the store, created once per process (the first use of a new file migrates it)."""
+    path = project_path(store).resolve()
+    uri = store_uri(path)
+    if uri not in _clients:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(path.parent / f".{path.name}.init.lock"):  # migrations of a new DB: one process at a time
+            with_retry(_client_for, uri)
+    return _clients[uri]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@functools.lru_cache(maxsize=None)
+def _experiment_id(uri: str, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    c = _client_for(uri)
+    store = uri.removeprefix("sqlite:///")
+    for _ in range(5):
+        exp = with_retry(c.get_experiment_by_name, name)
+        if exp is not None:
+            if exp.lifecycle_stage != "active":
+                raise RuntimeError(
+                    f"experiment {name!r} in {store} is deleted; restore it (mlflow experiments restore "
+                    f"--experiment-id {exp.experiment_id}) or use another tracking.experiment"
+                )
+            return exp.experiment_id
+        try:
+            return with_retry(c.create_experiment, name, artifact_location=artifact_location(store, name))
+        except MlflowException as exc:  # created by a racing process in between: read it back
+            if "already exists" not in str(exc).lower() and not _transient(exc):
+                raise
+    raise RuntimeError(f"could not create or find experiment {name!r} in {store}")
+
+
+def ensure_experiment(store: str | Path, name: str) -> str:
+    """Create the DB (migrations) and the experiment if needed; return the experiment id. Safe under races."""
+    client(store)
+    return _experiment_id(store_uri(store), name)
+
+
+# --------------------------------------------------------------------------------------------------- run identity
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes two runs the same run: a sweep skips an identity that has FINISHED."""
+
+    fusion: str
+    dataset: str
+    config_hash: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.fusion}/{self.dataset}/{self.config_hash}/s{self.seed}"
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.fusion}/{self.dataset}/s{self.seed}"
+
+
+def identity_of(cfg: DictConfig) -> RunIdentity:
+    return RunIdentity(cfg.fusion, dataset_name(cfg), config_hash(cfg), int(cfg.seed))
+
+
+# ------------------------------------------------------------------------------------------------ identity locks
+
+_held: dict[Path, list[int]] = {}  # lock path → [fd, depth]: re-entrant within a process
+
+
+def lock_path(store: str | Path, experiment: str, key: str) -> Path:
+    safe_exp = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
+    safe_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__"))[:120]
+    digest = hashlib.sha1(f"{experiment}\0{key}".encode()).hexdigest()[:8]
+    return store_dir(store) / ".locks" / safe_exp / f"{safe_key}.{digest}.lock"
+
+
+@contextmanager
+def identity_lock(store: str | Path, experiment: str, key: str, timeout: float = 2.0) -> Iterator[Path]:
+    """Hold the identity's flock (re-entrant in one process); :class:`RunBusy` if another process keeps it > timeout.
+
+    The short wait rides over another sweep merely probing the lock (:func:`lock_is_held`).
+    """
+    path = lock_path(store, experiment, key)
+    if path in _held:
+        _held[path][1] += 1
+        try:
+            yield path
+        finally:
+            _held[path][1] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise RunBusy(f"run {key} is being run by another live process (lock {path})") from None
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    _held[path] = [fd, 1]
+    try:
+        yield path
+    finally:
+        _held[path][1] -= 1
+        if _held[path][1] == 0:
+            del _held[path]
+            os.close(fd)  # closing the descriptor drops the flock
+
+
+def lock_is_held(store: str | Path, experiment: str, key: str) -> bool:
+    """True if some live process (this one included) holds the identity's lock."""
+    path = lock_path(store, experiment, key)
+    if path in _held:
+        return True
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------- provenance
+
+
+def git_state(root: Path = PROJECT_ROOT) -> tuple[str, str]:
+    """(commit, dirty) of the project checkout; ("unknown", "unknown") without git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return "unknown", "unknown"
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+        return commit.stdout.strip(), str(bool(status.stdout.strip())).lower()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def param_value(value: Any) -> str:
+    """A config value as an MLflow param: ``str``, cut to PARAM_MAX_CHARS with a visible marker."""
+    text = str(value)
+    if len(text) > PARAM_MAX_CHARS:
+        cut = len(text) - PARAM_MAX_CHARS
+        text = f"{text[:PARAM_MAX_CHARS]}…[+{cut} chars truncated]"
+    return text
+
+
+def check_metric_name(name: str) -> str:
+    """Raise ValueError for a name MLflow would alter (it strips characters outside ``[A-Za-z0-9_/. -]``)."""
+    if not isinstance(name, str) or not METRIC_NAME.fullmatch(name):
+        raise ValueError(f"metric name {name!r} has characters MLflow strips; use only [A-Za-z0-9_/. -]")
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"metric name {name!r} is not a clean path (no empty, '.' or '..' segments)")
+    return name
+
+
+# ----------------------------------------------------------------------------------------------------- the run
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class TrackedRun:
+    """A live MLflow run: batched logging with checked metric names."""
+
+    def __init__(self, mlflow_client: Any, run_id: str, identity: RunIdentity):
+        self.client, self.run_id, self.identity = mlflow_client, run_id, identity
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(check_metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
+        for chunk in _chunks(entries, 1000):
+            with_retry(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        entries = [Param(str(k), param_value(v)) for k, v in params.items()]
+        for chunk in _chunks(entries, 100):
+            with_retry(self.client.log_batch, self.run_id, params=chunk, synchronous=True)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        entries = [RunTag(str(k), str(v)[:8000]) for k, v in tags.items()]
+        for chunk in _chunks(entries, 100):
+            with_retry(self.client.log_batch, self.run_id, tags=chunk, synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with_retry(self.client.log_text, self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        with_retry(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Local folder of this run's artifacts."""
+        from urllib.parse import unquote, urlparse
+
+        uri = with_retry(self.client.get_run, self.run_id).info.artifact_uri
+        return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def _terminate(tr: TrackedRun, status: str, error: BaseException | None = None) -> None:
+    if error is not None:
+        last = traceback.format_exception_only(type(error), error)[-1].strip() or type(error).__name__
+        last = last if len(last) <= 1000 else f"{last[:1000]}…"
+        try:
+            tr.set_tags({"fb.error": last})
+            tr.log_text("".join(traceback.format_exception(type(error), error, error.__traceback__)), "error.txt")
+        except Exception:  # the status below matters more than the error text
+            pass
+    with_retry(tr.client.set_terminated, tr.run_id, status)
+
+
+@contextmanager
+def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
+    """Open an MLflow run for ``cfg`` in ``cfg.tracking.store`` / ``cfg.tracking.experiment``.
+
+    Logs identity tags, git commit and package versions, the flattened resolved config as params and
+    ``config.yaml``; ends FINISHED, FAILED (with tag ``fb.error``, re-raised) or KILLED on KeyboardInterrupt.
+    Raises :class:`RunBusy` if another live process is running the same identity.
+    """
+    store, experiment = cfg.tracking.store, cfg.tracking.experiment
+    ident = identity_of(cfg)
+    exp_id = ensure_experiment(store, experiment)
+    mlflow_client = client(store)
+    commit, dirty = git_state()
+    tags = {
+        "fb.fusion": ident.fusion, "fb.dataset": ident.dataset, "fb.config_hash": ident.config_hash,
+        "fb.seed": ident.seed, "fb.identity": ident.key, "fb.preset": cfg.preset,
+        "fb.git_commit": commit, "fb.git_dirty": dirty, "mlflow.source.git.commit": commit,
+        **{f"fb.version.{k}": v for k, v in package_versions().items()},
+    }
+    with identity_lock(store, experiment, ident.key):
+        run = with_retry(mlflow_client.create_run, exp_id, run_name=ident.run_name,
+                         tags={k: str(v) for k, v in tags.items()})
+        tr = TrackedRun(mlflow_client, run.info.run_id, ident)
+        try:
+            params = flatten(to_dict(cfg))
+            params["config_hash"] = ident.config_hash
+            tr.log_params(params)
+            tr.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            yield tr
+        except (KeyboardInterrupt, GeneratorExit) as exc:
+            _terminate(tr, "KILLED", exc if isinstance(exc, KeyboardInterrupt) else None)
+            raise
+        except BaseException as exc:
+            _terminate(tr, "FAILED", exc)
+            raise
+        else:
+            _terminate(tr, "FINISHED")
+
+
+# ------------------------------------------------------------------------------------------------------ queries
+
+
+def search_all(store: str | Path, experiment: str, filter_string: str = "") -> list[Any]:
+    """Every run of the experiment matching the filter (all pages), oldest first."""
+    exp_id = ensure_experiment(store, experiment)
+    c = client(store)
+    runs, token = [], None
+    while True:
+        page = with_retry(c.search_runs, [exp_id], filter_string, max_results=10000,
+                          order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def identity_finished(store: str | Path, experiment: str, key: str) -> bool:
+    """Whether ``key`` has a FINISHED run (one indexed query)."""
+    if "'" in key:  # not expressible in a filter string: scan
+        return key in finished_identities(store, experiment)
+    exp_id = ensure_experiment(store, experiment)
+    page = with_retry(client(store).search_runs, [exp_id],
+                      f"attributes.status = 'FINISHED' and tags.`fb.identity` = '{key}'", max_results=1)
+    return len(page) > 0
+
+
+def finished_identities(store: str | Path, experiment: str) -> set[str]:
+    """Identity keys that have at least one FINISHED run."""
+    runs = search_all(store, experiment, "attributes.status = 'FINISHED'")
+    return {r.data.tags["fb.identity"] for r in runs if "fb.identity" in r.data.tags}
+
+
+def runs_frame(store: str | Path, experiment: str) -> pd.DataFrame:
+    """All runs, one row each: run_id, run_name, status, start_time, end_time, ``tags.*``, ``params.*``, ``metrics.*``
+    (latest value of each metric) — the layout of ``mlflow.search_runs``."""
+    rows = []
+    for r in search_all(store, experiment):
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+            "end_time": pd.to_datetime(r.info.end_time, unit="ms", utc=True) if r.info.end_time else pd.NaT,
+        }
+        row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
+        row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+        rows.append(row)
+    base = ["run_id", "run_name", "status", "start_time", "end_time"]
+    return pd.DataFrame(rows, columns=base if not rows else None)
+
+
+def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = None,
+                   status: str = "KILLED", reason: str = "") -> list[str]:
+    """Terminate RUNNING runs whose identity lock nobody holds (their process died); return their run ids.
+
+    ``keys`` limits it to some identities; runs created outside :func:`tracked_run` (no ``fb.identity``) are left alone.
+    """
+    reaped = []
+    for r in search_all(store, experiment, "attributes.status = 'RUNNING'"):
+        key = r.data.tags.get("fb.identity")
+        if key is None or (keys is not None and key not in keys) or lock_is_held(store, experiment, key):
+            continue
+        c = client(store)
+        # Read the status again after seeing the lock free: an owner terminates its run before it lets the lock go,
+        # so a run still RUNNING now has no live owner (it did not just finish between the search and the probe).
+        if with_retry(c.get_run, r.info.run_id).info.status != ACTIVE:
+            continue
+        with_retry(c.set_tag, r.info.run_id, "fb.error",
+                   reason or "found RUNNING with no live process holding its lock (killed or crashed)")
+        with_retry(c.set_terminated, r.info.run_id, status)
+        reaped.append(r.info.run_id)
+    return reaped
