@@ -91,3 +91,11 @@ def test_override_typo_is_rejected_with_the_valid_keys(name):
 def test_docstring_states_the_unimodal_policy(name):
     doc = inspect.getmodule(get_fusion(name)).__doc__
     assert "Unimodal policy" in doc
+
+
+def test_forward_flops_can_be_counted(model):
+    """FlopCounterMode's module tracker rejects an expanded parameter view as a module input under no_grad."""
+    from fusionbench.evaluate.efficiency import forward_flops
+
+    p = PRESETS["tiny"]
+    assert forward_flops(model, p.audio_shape, p.video_shape) > 0

@@ -97,7 +97,9 @@ class DeepAVFusion(FusionModel):
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}
-        f = self.fusion_tokens.expand(next(iter(tokens.values())).shape[0], -1, -1)  # (B, ΣF, D)
+        # repeat, not expand: under no_grad an expanded view of a parameter is a grad-less leaf that requires grad,
+        # which FlopCounterMode's module tracker rejects when it reaches a module's input
+        f = self.fusion_tokens.repeat(next(iter(tokens.values())).shape[0], 1, 1)  # (B, ΣF, D)
         for layer in range(self.depth):
             if str(layer) not in self.fusion:
                 tokens = {m: self.blocks[m][layer](x) for m, x in tokens.items()}  # route: own tokens only

@@ -76,7 +76,8 @@ class Zorro(FusionModel):
     def _groups(self, audio: Tensor | None, video: Tensor | None) -> dict[TokenType, Tensor]:
         a, v = self.tokenizer(audio, video)  # (B, N_a, D), (B, N_v, D); an absent modality is None
         groups = {t: x for t, x in ((A, a), (V, v)) if x is not None}
-        groups[F] = self.fusion_tokens.expand(next(iter(groups.values())).shape[0], -1, -1)  # (B, N_f, D)
+        # repeat, not expand: a module input must not be an expanded parameter view (FlopCounterMode under no_grad)
+        groups[F] = self.fusion_tokens.repeat(next(iter(groups.values())).shape[0], 1, 1)  # (B, N_f, D)
         return groups
 
     def _output(self, pooled: dict[str, Tensor]) -> FusionOutput:
@@ -99,7 +100,7 @@ class Zorro(FusionModel):
         context = {r: final[t] for r, t in READOUTS.items() if t in final}  # readout route: own group
         context["global"] = torch.cat(list(final.values()), dim=1)  # (B, N, D): the global query reads all
         batch = context["global"].shape[0]
-        pooled = {r: self.readout(self.readout_query[r].expand(batch, -1, -1), c)[:, 0] for r, c in context.items()}
+        pooled = {r: self.readout(self.readout_query[r].repeat(batch, 1, 1), c)[:, 0] for r, c in context.items()}
         return self._output(pooled)
 
     def forward_masked(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
