@@ -51,8 +51,8 @@ def parse_fusion_layers(spec: str | int | Sequence[int], depth: int) -> list[int
         return list(range(depth))
     if spec == "none":
         return []
-    layers = [spec] if isinstance(spec, int) else [int(s) for s in spec.split("-")] if isinstance(spec, str) else spec
-    layers = sorted({int(layer) for layer in layers})
+    items = [spec] if isinstance(spec, int) else spec.split("-") if isinstance(spec, str) else spec
+    layers = sorted({int(layer) for layer in items})
     if any(not 0 <= layer < depth for layer in layers):
         raise ValueError(f"fusion_layers={spec!r}: every layer must be in [0, depth={depth})")
     return layers
@@ -77,6 +77,8 @@ class DeepAVFusion(FusionModel):
     ) -> None:
         super().__init__(num_classes, **geometry)
         self.fusion_layers = parse_fusion_layers(fusion_layers, self.depth)
+        if len(fusion_tokens) != 3:
+            raise ValueError(f"fusion_tokens={fusion_tokens!r} must be (F, M_v, M_a)")
         self.joint_loss, self.parallel_update = joint_loss, parallel_update
         self.fusion_tokens = nn.Parameter(torch.empty(1, sum(fusion_tokens), self.dim).normal_(std=0.02))  # (1, ΣF, D)
         towers = {m: make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path) for m in MODALITIES}
