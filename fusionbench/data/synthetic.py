@@ -1,0 +1,456 @@
+"""The embedded procedural audio-visual dataset: known-answer tasks written as real mp4 files + ``clips.csv``.
+
+Each clip has latent factors drawn from its own RNG, seeded by ``(seed, index)`` (so any number of workers
+gives the same files):
+
+- video: a ``shape`` (circle, square, triangle, cross) of a nuisance ``colour`` moving linearly from
+  ``(x0, y0)`` to ``(x1, y1)``; at each visual event frame the object turns white (``flash="object"``) or the
+  whole frame brightens (``flash="frame"``); Gaussian pixel noise of σ ``video_noise``.
+- audio: a ``pitch`` (330, 523, 784, 1245 Hz, ±3 % jitter) in a nuisance ``timbre`` (sine, square, saw; band-limited):
+  a quiet continuous tone plus 80 ms bursts starting at each audio event frame's start; white noise at
+  ``audio_snr_db`` relative to the clip's clean signal.
+- ``drop``: with probability ``drop_p`` one modality (audio or video, 50/50) is replaced by pure noise.
+
+Tasks (``TASKS``; the rows of reference/synthetic-tasks.md):
+
+- ``joint`` (16): label = shape·4 + pitch. Each modality alone knows only its own factor: ceiling 1/4.
+- ``modsum`` (4): label = (shape + pitch) mod 4. Each modality alone is at chance.
+- ``sync`` (2): 1 if the audio bursts fall on the visual flash frames, 0 if they are the same rhythm circularly
+  shifted. Leak-free by construction (fusionbench's rule): visual events are a uniform k-subset of all T frames
+  (first and last included), a negative's shift is uniform over the shifts that put every burst ≥ ``min_shift``
+  frames (circularly) from every flash, and a rhythm with no such shift is redrawn in *both* classes. The set
+  of valid shifts depends only on the rhythm's differences, so it is the same for a rhythm and its shifts, and
+  each modality's event positions are uniform k-subsets in both classes: neither modality alone tells the class.
+
+The pure renderer ``render_clip(factors)`` is separate from the mp4 writer, for fast in-memory experiments.
+Determinism: libx264 single-threaded with ``mbtree=0`` and the native AAC encoder give byte-identical files
+run to run for a given PyAV/FFmpeg build (reference/toolchain.md).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import av
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = {"red": (1.0, 0.25, 0.25), "green": (0.25, 0.9, 0.25), "blue": (0.3, 0.4, 1.0), "yellow": (0.95, 0.9, 0.2)}
+PITCHES_HZ = (330.0, 523.0, 784.0, 1245.0)
+TIMBRES = ("sine", "square", "saw")
+SPLITS = ("train", "val", "test")
+
+# Rendering constants (fusionbench's own choices).
+BACKGROUND = 0.2  # grey level of the background, pixels in [0, 1]
+FRAME_FLASH = 0.4  # brightness added to the whole frame at a visual event when flash == "frame"
+OBJECT_RADIUS = 0.22  # object half-size as a fraction of the frame side
+TONE_LEVEL, BURST_LEVEL = 0.1, 1.0  # envelope of the continuous tone and of the bursts (relative)
+AUDIO_PEAK = 0.3  # amplitude of a burst before noise
+BURST_SECONDS, RAMP_SECONDS = 0.080, 0.005  # burst length and its raised-cosine attack/release
+PITCH_JITTER = 0.03
+DROPPED_VIDEO = (0.5, 0.25)  # a dropped video is N(mean, std) pixel noise
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its label rule and the generator's per-task defaults (data, so they can be tuned)."""
+
+    name: str
+    num_classes: int
+    rule: str  # the label rule in words
+    unimodal_ceiling: float  # best accuracy of one modality alone at drop_p = 0
+    class_names: tuple[str, ...]
+    video_noise: float = 0.25  # pixel noise σ (pixels in [0, 1])
+    audio_snr_db: float = 0.0
+    events: tuple[int, int] = (3, 5)  # min, max events per clip (inclusive)
+    flash: str = "object"  # "object": the object turns white; "frame": the whole frame brightens
+    event_margin: int = 0  # events are drawn from frames margin … T-1-margin; > 0 makes sync leak (kept for tests)
+    min_shift: int = 2  # sync negatives: every burst is ≥ this many frames (circularly) from every flash
+
+    def label(self, shape: int, pitch: int, aligned: bool) -> int:
+        if self.name == "joint":
+            return shape * len(PITCHES_HZ) + pitch
+        if self.name == "modsum":
+            return (shape + pitch) % 4
+        if self.name == "sync":
+            return int(aligned)
+        raise ValueError(f"no label rule for task {self.name!r}")
+
+
+TASKS: dict[str, TaskSpec] = {
+    "joint": TaskSpec(
+        "joint", 16, "shape·4 + pitch", 0.25,
+        tuple(f"{s}_{int(p)}hz" for s in SHAPES for p in PITCHES_HZ),
+    ),
+    "modsum": TaskSpec("modsum", 4, "(shape + pitch) mod 4", 0.25, tuple(f"sum{k}" for k in range(4))),
+    "sync": TaskSpec(
+        "sync", 2, "1 if the audio bursts coincide with the visual flashes, 0 if circularly shifted by ≥ 2 frames",
+        0.5, ("shifted", "aligned"), video_noise=0.15, audio_snr_db=10.0, events=(2, 4), flash="frame",
+    ),
+}
+
+
+def unimodal_ceiling(task: str | TaskSpec, drop_p: float = 0.0) -> float:
+    """Best accuracy of one modality alone: the clean ceiling on clips where it survives, chance where dropped."""
+    spec = TASKS[task] if isinstance(task, str) else task
+    chance = 1.0 / spec.num_classes
+    return (1 - drop_p / 2) * spec.unimodal_ceiling + drop_p / 2 * chance
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    num_frames: int = 16
+    size: int = 32
+    fps: float = 8.0
+    sample_rate: int = 16000
+    clip_seconds: float = 2.0
+    video_noise: float = 0.25
+    audio_snr_db: float = 0.0
+    flash: str = "object"
+
+
+@dataclass(frozen=True)
+class ClipFactors:
+    """Everything that determines one clip; ``render_clip`` is a pure function of it."""
+
+    index: int
+    task: str
+    label: int
+    shape: int
+    colour: str
+    pitch: int
+    pitch_hz: float  # with jitter
+    timbre: str
+    x0: float  # object centre at the first / last frame, pixels
+    y0: float
+    x1: float
+    y1: float
+    events: tuple[int, ...]  # visual event (flash) frames
+    audio_events: tuple[int, ...]  # audio burst frames
+    aligned: bool
+    shift: int  # circular shift from visual to audio events (0 when aligned)
+    drop: str  # "" | "audio" | "video"
+    noise_seed: int
+    params: RenderParams = RenderParams()
+    split: str = ""
+
+    def row(self, path: str) -> dict[str, Any]:
+        """The clip's ``clips.csv`` row."""
+        return {
+            "path": path, "label": self.label, "split": self.split, "task": self.task,
+            "shape": SHAPES[self.shape], "colour": self.colour, "pitch": self.pitch, "pitch_hz": self.pitch_hz,
+            "timbre": self.timbre, "x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1,
+            "events": ";".join(map(str, self.events)), "audio_events": ";".join(map(str, self.audio_events)),
+            "aligned": int(self.aligned), "shift": self.shift, "drop": self.drop, "noise_seed": self.noise_seed,
+        }
+
+
+CSV_COLUMNS = [
+    "path", "label", "split", "task", "shape", "colour", "pitch", "pitch_hz", "timbre", "x0", "y0", "x1", "y1",
+    "events", "audio_events", "aligned", "shift", "drop", "noise_seed",
+]
+
+
+def valid_shifts(events: Sequence[int], num_frames: int, min_shift: int) -> list[int]:
+    """Shifts s (1 … T-1) that put every shifted event ≥ ``min_shift`` frames (circularly) from every event.
+
+    Depends only on the events' pairwise differences, hence is the same for a rhythm and any circular shift of it.
+    """
+    ev = np.asarray(events)
+    out = []
+    for s in range(1, num_frames):
+        d = np.abs(((ev + s) % num_frames)[:, None] - ev[None, :])  # (k, k)
+        if np.minimum(d, num_frames - d).min() >= min_shift:
+            out.append(s)
+    return out
+
+
+def draw_factors(spec: TaskSpec, seed: int, index: int, params: RenderParams, drop_p: float = 0.0) -> ClipFactors:
+    """The latent factors of clip ``index``, from an RNG seeded by (seed, index) alone."""
+    rng = np.random.default_rng([seed, index])
+    T, size = params.num_frames, params.size
+    shape = int(rng.integers(len(SHAPES)))
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    pitch = int(rng.integers(len(PITCHES_HZ)))
+    pitch_hz = round(PITCHES_HZ[pitch] * (1 + rng.uniform(-PITCH_JITTER, PITCH_JITTER)), 2)
+    timbre = TIMBRES[int(rng.integers(len(TIMBRES)))]
+    lo, hi = OBJECT_RADIUS * size + 1, size - OBJECT_RADIUS * size - 1
+    x0, y0, x1, y1 = (round(float(v), 2) for v in rng.uniform(lo, hi, size=4))
+    candidates = np.arange(spec.event_margin, T - spec.event_margin)
+    while True:  # the same draw in both classes: a rhythm with no valid shift is redrawn whatever the label
+        k = int(rng.integers(spec.events[0], spec.events[1] + 1))
+        events = tuple(int(e) for e in np.sort(rng.choice(candidates, size=k, replace=False)))
+        shifts = valid_shifts(events, T, spec.min_shift) if spec.name == "sync" else [0]
+        if shifts:
+            break
+    aligned = bool(rng.integers(2)) if spec.name == "sync" else True
+    shift = int(rng.choice(shifts))  # drawn in both classes so the RNG stream does not depend on the label
+    if aligned:
+        shift = 0
+    audio_events = tuple(sorted((e + shift) % T for e in events))
+    dropped = rng.uniform() < drop_p
+    which = ("audio", "video")[int(rng.integers(2))]
+    noise_seed = int(rng.integers(2**31))
+    return ClipFactors(
+        index=index, task=spec.name, label=spec.label(shape, pitch, aligned), shape=shape, colour=colour,
+        pitch=pitch, pitch_hz=pitch_hz, timbre=timbre, x0=x0, y0=y0, x1=x1, y1=y1, events=events,
+        audio_events=audio_events, aligned=aligned, shift=shift, drop=which if dropped else "",
+        noise_seed=noise_seed, params=params,
+    )
+
+
+def assign_splits(n: int, seed: int, val_frac: float, test_frac: float) -> list[str]:
+    """Exact fractions: a seeded permutation; its first round(n·test_frac) clips are test, the next val."""
+    order = np.random.default_rng([seed, 2**32 - 1]).permutation(n)
+    n_test, n_val = round(n * test_frac), round(n * val_frac)
+    if n_test + n_val > n:
+        raise ValueError(f"val_frac + test_frac = {val_frac + test_frac} leaves no training clips")
+    split = np.array(["train"] * n, dtype=object)
+    split[order[:n_test]] = "test"
+    split[order[n_test : n_test + n_val]] = "val"
+    return list(split)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def _shape_sdf(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    """Signed distance (pixels, < 0 inside) of each pixel to the shape centred at the origin, half-size r."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "circle":
+        return np.sqrt(dx**2 + dy**2) - r
+    if shape == "square":
+        return np.maximum(ax, ay) - 0.85 * r  # same area order as the circle
+    if shape == "cross":
+        arm = r / 3
+        return np.minimum(np.maximum(ax - r, ay - arm), np.maximum(ax - arm, ay - r))
+    if shape == "triangle":  # apex (0, -r), base corners (±0.95r, 0.75r); max of the three edge distances
+        w, h = 0.95 * r, 0.75 * r
+        side = (ax * (h + r) - (dy + r) * w) / np.hypot(h + r, w)
+        return np.maximum(dy - h, side)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render_video(f: ClipFactors, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of clip ``f``."""
+    p = f.params
+    T, size = p.num_frames, p.size
+    if f.drop == "video":
+        mean, std = DROPPED_VIDEO
+        noise = mean + std * rng.standard_normal((T, size, size, 3), dtype=np.float32)
+        return (np.clip(noise, 0, 1) * 255 + 0.5).astype(np.uint8)
+    t = np.arange(T, dtype=np.float32) / max(T - 1, 1)  # (T,)
+    cx = f.x0 + (f.x1 - f.x0) * t  # (T,)
+    cy = f.y0 + (f.y1 - f.y0) * t
+    grid = np.arange(size, dtype=np.float32) + 0.5  # pixel centres
+    dx = grid[None, None, :] - cx[:, None, None]  # (T, 1, W)
+    dy = grid[None, :, None] - cy[:, None, None]  # (T, H, 1)
+    dx, dy = np.broadcast_arrays(dx, dy)  # (T, H, W)
+    cover = np.clip(0.5 - _shape_sdf(SHAPES[f.shape], dx, dy, OBJECT_RADIUS * size), 0, 1)[..., None]  # (T, H, W, 1)
+    colour = np.tile(np.asarray(COLOURS[f.colour], dtype=np.float32), (T, 1))  # (T, 3)
+    flash = np.zeros(T, dtype=bool)
+    flash[list(f.events)] = True
+    if p.flash == "object":
+        colour[flash] = 1.0
+    frames = (BACKGROUND * (1 - cover) + colour[:, None, None, :] * cover).astype(np.float32)  # (T, H, W, 3)
+    if p.flash == "frame":
+        frames[flash] += FRAME_FLASH
+    if p.video_noise > 0:
+        frames += p.video_noise * rng.standard_normal(frames.shape, dtype=np.float32)
+    return (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+TONE_TABLE = 8192  # samples in one period of the wavetable
+
+
+def _tone(timbre: str, f0: float, n: int, sample_rate: int) -> np.ndarray:
+    """Band-limited periodic tone of unit RMS (harmonics below 0.45·sample_rate), read from a one-period table."""
+    harmonics = np.arange(1, int(0.45 * sample_rate / f0) + 1)
+    if timbre == "sine":
+        amp = (harmonics == 1).astype(np.float64)
+    elif timbre == "square":
+        amp = np.where(harmonics % 2 == 1, 1.0 / harmonics, 0.0)
+    elif timbre == "saw":
+        amp = 1.0 / harmonics
+    else:
+        raise ValueError(f"unknown timbre {timbre!r}")
+    amp = amp / np.sqrt((amp**2).sum() / 2)  # unit RMS
+    spectrum = np.zeros(TONE_TABLE // 2 + 1, dtype=np.complex128)
+    spectrum[harmonics] = -0.5j * amp * TONE_TABLE  # Σ amp_h · sin(2π h φ)
+    table = np.fft.irfft(spectrum, TONE_TABLE)  # (TONE_TABLE,)
+    index = (np.arange(n) * (f0 * TONE_TABLE / sample_rate)).astype(np.int64) % TONE_TABLE  # (S,) nearest below
+    return table[index]
+
+
+def render_audio(f: ClipFactors, rng: np.random.Generator) -> np.ndarray:
+    """float32 (S,) waveform of clip ``f``, S = round(sample_rate · clip_seconds)."""
+    p = f.params
+    sr = p.sample_rate
+    n = round(sr * p.clip_seconds)
+    env = np.full(n, TONE_LEVEL)  # (S,)
+    burst_n, ramp_n = round(BURST_SECONDS * sr), round(RAMP_SECONDS * sr)
+    shape = np.ones(burst_n)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp_n) / ramp_n)
+    shape[:ramp_n], shape[-ramp_n:] = ramp, ramp[::-1]
+    for e in f.audio_events:
+        start = round(e / p.fps * sr)
+        stop = min(start + burst_n, n)
+        env[start:stop] = np.maximum(env[start:stop], TONE_LEVEL + (BURST_LEVEL - TONE_LEVEL) * shape[: stop - start])
+    signal = AUDIO_PEAK * env * _tone(f.timbre, f.pitch_hz, n, sr)
+    rms = float(np.sqrt((signal**2).mean()))
+    if f.drop == "audio":
+        wave = rng.normal(0.0, rms, n)
+    else:
+        wave = signal + rng.normal(0.0, rms / 10 ** (p.audio_snr_db / 20), n)
+    peak = float(np.abs(wave).max())
+    if peak > 0.99:
+        wave = wave * (0.99 / peak)
+    return wave.astype(np.float32)
+
+
+def render_clip(f: ClipFactors) -> tuple[np.ndarray, np.ndarray]:
+    """Pure in-memory renderer: factors → (frames uint8 (T, H, W, 3), waveform float32 (S,))."""
+    rng = np.random.default_rng(f.noise_seed)
+    frames = render_video(f, rng)  # (T, H, W, 3)
+    waveform = render_audio(f, rng)  # (S,)
+    return frames, waveform
+
+
+# ---------------------------------------------------------------------------------------------- mp4 writing
+
+X264_OPTIONS = {"preset": "ultrafast", "crf": "18", "x264-params": "mbtree=0:threads=1"}
+AAC_OPTIONS = {"aac_coder": "fast"}  # ~2× faster than the default twoloop coder on 2 s clips
+AAC_BIT_RATE = 64000
+
+
+def write_mp4(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int) -> None:
+    """One mp4 with H.264 video (libx264, yuv420p, single thread, mbtree=0) and mono AAC audio."""
+    from fractions import Fraction
+
+    T, H, W, _ = frames.shape
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000), options=dict(X264_OPTIONS))
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        video.codec_context.thread_count = 1
+        audio = container.add_stream("aac", rate=sample_rate, layout="mono", options=dict(AAC_OPTIONS))
+        audio.bit_rate = AAC_BIT_RATE
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        frame = av.AudioFrame.from_ndarray(waveform[None, :].astype(np.float32), format="flt", layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, 0
+        container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+
+def _write_many(job: tuple[Path, list[ClipFactors]]) -> None:
+    out, factors = job
+    for f in factors:
+        frames, waveform = render_clip(f)
+        write_mp4(out / clip_path(f.index), frames, waveform, f.params.fps, f.params.sample_rate)
+
+
+def clip_path(index: int) -> str:
+    return f"clips/{index:05d}.mp4"
+
+
+def render_params(
+    spec: TaskSpec, *, video_noise: float | None = None, audio_snr_db: float | None = None, num_frames: int = 16,
+    size: int = 32, fps: float = 8.0, sample_rate: int = 16000, clip_seconds: float = 2.0,
+) -> RenderParams:
+    """Rendering parameters; a noise level of None takes the task's default."""
+    return RenderParams(
+        num_frames=num_frames, size=size, fps=float(fps), sample_rate=sample_rate, clip_seconds=float(clip_seconds),
+        video_noise=spec.video_noise if video_noise is None else float(video_noise),
+        audio_snr_db=spec.audio_snr_db if audio_snr_db is None else float(audio_snr_db), flash=spec.flash,
+    )
+
+
+def make_factors(
+    spec: TaskSpec, n: int, seed: int, params: RenderParams, *, drop_p: float = 0.0, val_frac: float = 0.15,
+    test_frac: float = 0.15,
+) -> list[ClipFactors]:
+    """The factors of clips 0 … n-1 with their splits: what ``generate`` writes, without writing it."""
+    splits = assign_splits(n, seed, val_frac, test_frac)
+    return [dataclasses.replace(draw_factors(spec, seed, i, params, drop_p), split=splits[i]) for i in range(n)]
+
+
+def generator_info(spec: TaskSpec, n: int, seed: int, params: RenderParams, drop_p: float, val_frac: float,
+                   test_frac: float) -> dict[str, Any]:
+    """What ``out/generator.json`` records: everything that determines the set (and the codec versions)."""
+    return {
+        "task": spec.name, "n": n, "seed": seed, "drop_p": float(drop_p), "val_frac": float(val_frac),
+        "test_frac": float(test_frac), "render": dataclasses.asdict(params), "spec": dataclasses.asdict(spec),
+        "av": av.__version__, "libavcodec": list(av.library_versions.get("libavcodec", ())),
+    }
+
+
+def generate(
+    task: str,
+    n: int,
+    seed: int,
+    out: Path,
+    *,
+    video_noise: float | None = None,
+    audio_snr_db: float | None = None,
+    drop_p: float = 0.0,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+    num_frames: int = 16,
+    size: int = 32,
+    fps: float = 8.0,
+    sample_rate: int = 16000,
+    clip_seconds: float = 2.0,
+    workers: int = 1,
+    spec: TaskSpec | None = None,
+) -> Path:
+    """Write ``n`` clips of ``task`` to ``out/clips/*.mp4`` and ``out/clips.csv``; returns the CSV path.
+
+    ``video_noise`` / ``audio_snr_db`` of None take the task's default (``TASKS[task]``); ``spec`` replaces the
+    task's spec (e.g. a deliberately leaky variant in tests). ``workers`` > 1 renders and encodes in a process
+    pool; the output does not depend on it. ``out/generator.json`` records the parameters; the CSV is written
+    last (tmp + rename), so its presence means the set is complete.
+    """
+    spec = spec or TASKS.get(task)
+    if spec is None:
+        raise ValueError(f"unknown synthetic task {task!r}; valid: {', '.join(TASKS)}")
+    params = render_params(
+        spec, video_noise=video_noise, audio_snr_db=audio_snr_db, num_frames=num_frames, size=size, fps=fps,
+        sample_rate=sample_rate, clip_seconds=clip_seconds,
+    )
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    factors = make_factors(spec, n, seed, params, drop_p=drop_p, val_frac=val_frac, test_frac=test_frac)
+    chunk = max(1, min(50, -(-n // (4 * max(workers, 1)))))  # ≥ 4 chunks per worker, ≤ 50 clips each
+    jobs = [(out, factors[i : i + chunk]) for i in range(0, n, chunk)]
+    if workers <= 1 or len(jobs) == 1:
+        for job in jobs:
+            _write_many(job)
+    else:
+        # fork: workers inherit the imported modules (no re-import cost); they use only numpy and PyAV.
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
+            pool.map(_write_many, jobs, chunksize=1)
+    info = generator_info(spec, n, seed, params, drop_p, val_frac, test_frac)
+    _atomic_write(out / "generator.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    tmp = out / f".clips.csv.{os.getpid()}.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(f.row(clip_path(f.index)) for f in factors)
+    os.replace(tmp, out / "clips.csv")
+    return out / "clips.csv"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
