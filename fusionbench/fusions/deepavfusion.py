@@ -22,8 +22,8 @@ run alone and f is unchanged; with 'none' the fusion head reads the initial f (a
 ``attn_ratio=0.25`` and ``fusion_mlp_ratio=1.0`` are the code's VGGSound settings (AS-2M: 1.0 and 4.0).
 
 fusionbench's choices: the attention at a tower's layer uses queries from the tower's own tokens only (the same output
-as the code's block over [f ‖ x_m] for the kept tokens); heads are Xavier-uniform with zero bias (the code's bias is
-the class-prior log-odds, unknown at construction).
+as the code's block over [f ‖ x_m] for the kept tokens); heads follow ``head_init`` (the code's are Xavier-uniform,
+``head_init=xavier``, with the class-prior log-odds as bias, unknown at construction; ours is zero).
 
 Unimodal policy (the method defines none, methods.md §3.5): the absent tower is not run and its head is absent;
 the fusion block gets ``None`` for the absent modality, and each interaction term that needs it is omitted (no
@@ -94,8 +94,7 @@ class DeepAVFusion(FusionModel):
         self.norms = nn.ModuleDict({s: nn.LayerNorm(self.dim) for s in (*MODALITIES, "fusion")})
         self.heads_out = nn.ModuleDict({s: nn.Linear(self.dim, num_classes) for s in (*MODALITIES, "fusion")})
         for head in self.heads_out.values():
-            nn.init.xavier_uniform_(head.weight)
-            nn.init.zeros_(head.bias)
+            self.init_head(head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}

@@ -8,7 +8,7 @@ token of both modalities at every layer. The modality tokenizers and their posit
 
 fusionbench's choices:
 - Readout: one learned joint CLS token (zero-initialised, as MBT's CLS) at the front of the joint sequence, one
-  LayerNorm and one zero-initialised linear head on it. ``logits`` is that head's output and ``streams`` holds it once,
+  LayerNorm and one linear head on it (``head_init``). ``logits`` is that head's output and ``streams`` holds it once,
   as ``global`` (the CLS reads every token). Training loss: the criterion on those logits (the base-class rule).
 - Parameters: one block stack, so about half the transformer parameters of the two-tower fusions (by design).
 
@@ -32,8 +32,7 @@ class EarlyFusion(FusionModel):
         self.blocks = make_blocks(self.depth, self.dim, self.heads, self.mlp_ratio, self.drop_path)  # one backbone
         self.norm = nn.LayerNorm(self.dim)
         self.head = nn.Linear(self.dim, num_classes)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.init_head(self.head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         a, v = self.tokenizer(audio, video)  # (B, N_a, D), (B, N_v, D); an absent modality is None

@@ -23,6 +23,7 @@ class LateFusion(FusionModel):
     def __init__(self, num_classes: int, **geometry) -> None:
         super().__init__(num_classes, **geometry)
         self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
+        self.init_head(self.towers.head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}

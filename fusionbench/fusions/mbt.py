@@ -7,7 +7,7 @@ runs alone. For l >= Lf, with b the shared bottleneck tokens:
     [z_m ‖ b̂_m] = Block_m([z_m ‖ b])   for m in (audio, video)    (bottlenecks appended after the modality tokens)
     b ← mean_m(b̂_m)
 so the modalities meet only through b. Readout as late fusion: per-modality CLS, one shared LayerNorm and one shared
-zero-initialised head on each CLS, mean logits; training loss = mean of the per-modality losses. The bottlenecks are
+head on each CLS (MBT zero-initialises it: ``head_init=zeros``), mean logits; training loss = mean of the per-modality losses. The bottlenecks are
 one learned parameter drawn from N(0, 0.02), tiled over the batch, without positional embedding, dropped at the end.
 
 Because the tower weights are exactly late fusion's (``TwoTowers``), ``fusion_layer = depth`` is late fusion and a
@@ -48,6 +48,7 @@ class MBT(FusionModel):
         super().__init__(num_classes, **geometry)
         self.fusion_layer = resolve_fusion_layer(fusion_layer, self.depth)
         self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
+        self.init_head(self.towers.head)
         n = num_bottlenecks + int(bottleneck_plus_one)
         self.bottleneck = nn.Parameter(torch.empty(1, n, self.dim).normal_(std=0.02))  # (1, B, D)
 

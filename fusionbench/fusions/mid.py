@@ -32,6 +32,7 @@ class MidFusion(FusionModel):
         super().__init__(num_classes, **geometry)
         self.fusion_layer = resolve_fusion_layer(fusion_layer, self.depth)
         self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
+        self.init_head(self.towers.head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}

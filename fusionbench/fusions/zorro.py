@@ -17,7 +17,7 @@ as MBT's towers do, where the dense path draws it once per sequence).
 fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
 - ``num_fusion_tokens=16`` (lucidrains' default; the paper's N_f is unverified). F has no positional embedding.
 - Readout: one shared cross-attention (LN on the final tokens, one learned query per output), then a per-output
-  LayerNorm + zero-initialised linear head (four heads: the four readouts are different representations).
+  LayerNorm + linear head (``head_init``; four heads: the four readouts are different representations).
 - ``logits`` = the ``global`` readout by default (``fused_readout``: ``global`` | ``fusion``). Global reads a superset
   of what fusion reads: the fusion tokens and the modality-pure tokens, which carry unimodal evidence the N_f fusion
   tokens may have compressed away; it is the readout the masks define as the whole model's output.
@@ -70,8 +70,7 @@ class Zorro(FusionModel):
         self.out_norm = nn.ModuleDict({r: nn.LayerNorm(self.dim) for r in READOUTS})
         self.heads_out = nn.ModuleDict({r: nn.Linear(self.dim, num_classes) for r in READOUTS})
         for head in self.heads_out.values():
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            self.init_head(head)
 
     def _groups(self, audio: Tensor | None, video: Tensor | None) -> dict[TokenType, Tensor]:
         a, v = self.tokenizer(audio, video)  # (B, N_a, D), (B, N_v, D); an absent modality is None

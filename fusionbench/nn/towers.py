@@ -1,5 +1,5 @@
 """Two modality towers in the MBT style (``share_encoder=False``): per-modality CLS, separate block stacks,
-one shared final LayerNorm and one shared linear head applied to each CLS. Used by late, mid and MBT, so that
+one shared final LayerNorm and one shared linear head applied to each CLS (the owner initialises it). Used by late, mid and MBT, so that
 their weights line up one to one (MBT with Lf = L loads a late-fusion state dict unchanged)."""
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ class TwoTowers(nn.Module):
         self.cls = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dim)) for m in MODALITIES})
         self.blocks = nn.ModuleDict({m: make_blocks(depth, dim, heads, mlp_ratio, drop_path) for m in MODALITIES})
         self.norm = nn.LayerNorm(dim)  # MBT `encoder_norm`, shared by both modalities
-        self.head = nn.Linear(dim, num_classes)  # MBT `output_projection`, shared, zero-initialised
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = nn.Linear(dim, num_classes)  # MBT `output_projection`, shared; initialised by FusionModel.init_head
 
     def with_cls(self, modality: str, tokens: Tensor) -> Tensor:
         cls = self.cls[modality].expand(tokens.shape[0], -1, -1)  # (B, 1, D)
