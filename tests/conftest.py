@@ -19,9 +19,9 @@ def tiny_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fusionbench.data.datamodule import AVDataModule
 
     root = tmp_path_factory.mktemp("synth")
-    cfg = _synth_cfg(root, cache_dir="")
-    AVDataModule(cfg, decode_workers=2).prepare_data()
-    assert (root / "joint" / "clips.csv").is_file()
+    dm = AVDataModule(_synth_cfg(root, cache_dir=""), decode_workers=2)
+    dm.prepare_data()
+    assert dm.manifest_path.is_file()
     return root
 
 
@@ -36,12 +36,22 @@ def _synth_cfg(root: Path, cache_dir: str | Path, **overrides) -> DictConfig:
     return cfg
 
 
+@pytest.fixture(scope="session")
+def synth_cfg_at(tiny_synth_root: Path) -> Callable[..., DictConfig]:
+    """``synth_cfg_at(cache_dir, **dotted_overrides)`` → a data config on the tiny synthetic set."""
+
+    def make(cache_dir: str | Path, **overrides) -> DictConfig:
+        return _synth_cfg(tiny_synth_root, cache_dir, **overrides)
+
+    return make
+
+
 @pytest.fixture
-def synth_cfg(tiny_synth_root: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+def synth_cfg(synth_cfg_at, tmp_path: Path) -> Callable[..., DictConfig]:
     """``synth_cfg(**dotted_overrides)`` → a data config on the tiny synthetic set with a fresh cache dir."""
 
     def make(**overrides) -> DictConfig:
-        return _synth_cfg(tiny_synth_root, tmp_path / "cache", **overrides)
+        return synth_cfg_at(overrides.pop("cache_dir", tmp_path / "cache"), **overrides)
 
     return make
 

@@ -331,6 +331,16 @@ AAC_BIT_RATE = 64000
 
 def write_mp4(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int) -> None:
     """One mp4 with H.264 video (libx264, yuv420p, single thread, mbtree=0) and mono AAC audio."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # renamed when complete: readers never see half a file
+    try:
+        _encode(tmp, frames, waveform, fps, sample_rate)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _encode(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int) -> None:
     from fractions import Fraction
 
     T, H, W, _ = frames.shape

@@ -1,0 +1,405 @@
+"""``AVDataModule``: manifest → decoded, cached tensors → batches for every split and every test condition.
+
+Batch contract (a dict): ``audio`` float32 (B, 1, n_mels, target_length), ``video`` float32 (B, 3, T, H, W),
+``label`` int64 (B,) (multiclass) or float32 (B, C) multi-hot (multi-label), ``index`` int64 (B,) = the clip's row
+in the manifest (stable across splits and runs).
+
+- ``dataset="synth"``: the manifest is ``<root>/<task>/clips.csv``; a missing one (or one generated with other
+  parameters, per its ``generator.json``) is generated from ``data.synth`` + the clip geometry of ``data.video`` /
+  ``data.audio``. ``dataset="clips"``: ``data.manifest`` or ``<root>/clips.csv``.
+- ``setup()`` decodes every split once through the cache (``cache.py``). ``on_error="skip"``: clips that fail to
+  decode are left out, listed in ``skipped`` as (path, reason) and reported in one warning; ``"raise"``: the first
+  one raises ``MediaError`` naming the file and the reason.
+- Train batches are shuffled by a ``torch.Generator`` seeded from ``seed`` and get SpecAugment; val/test never do.
+- ``test_dataloader()`` returns a list: [clean test set, one loader per corrupting condition]; ``test_conditions[i]``
+  lists the conditions evaluated on loader i (the clean loader carries every non-corrupting one, e.g. av /
+  audio_only / video_only). A corrupting loader applies ``condition.corrupt(waveform, frames, clip_index)`` and
+  recomputes the fbank from the corrupted waveform.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from fusionbench.config import DataConfig, project_path
+from fusionbench.data import synthetic
+from fusionbench.data.cache import DecodedSplit, SplitCache
+from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
+from fusionbench.data.manifest import Clip, assign_splits, file_hash, read_manifest
+from fusionbench.data.media import MediaError, decode_clip
+from fusionbench.evaluate.conditions import Condition
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+WAVEFORM_SPLITS = ("test",)  # splits whose waveform is kept (test-time corruptions need it)
+PARALLEL_DECODE_MIN = 200  # decode in a process pool only above this many clips (pool start-up ≈ 1 s)
+
+
+class ClipDataset(Dataset):
+    """Items of one decoded split, optionally corrupted by one test condition."""
+
+    def __init__(
+        self,
+        data: DecodedSplit,
+        labels: Tensor,
+        audio: AudioFeatures,
+        video: VideoFeatures,
+        augment: SpecAugment | None = None,
+        condition: Condition | None = None,
+    ) -> None:
+        if condition is not None and condition.corrupts and data.waveform is None:
+            raise ValueError(f"condition {condition.name} needs waveforms, which this split does not store")
+        self.data, self.labels = data, labels
+        self.audio, self.video = audio, video
+        self.augment = augment if augment is not None and augment.active else None
+        self.condition = condition if condition is not None and condition.corrupts else None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor | int]:
+        with single_thread():  # per-clip ops on small tensors: threads only add overhead (features.single_thread)
+            return self._item(i)
+
+    def _item(self, i: int) -> dict[str, Tensor | int]:
+        index = int(self.data.index[i])
+        frames = self.data.frames[i]  # (T, H, W, 3) uint8
+        if self.condition is not None:
+            waveform, frames = self.condition.corrupt(self.data.waveform[i], frames, index)  # (S,), (T, H, W, 3)
+            audio = self.audio(waveform)  # (1, n_mels, L), recomputed from the corrupted waveform
+        else:
+            audio = self.audio.normalise(self.data.fbank[i])  # (1, n_mels, L)
+        if self.augment is not None:
+            audio = self.augment(audio)
+        return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index}
+
+
+def _decode_one(job: tuple[int, str, dict[str, Any]]) -> tuple[int, Any]:
+    """(row, path, kwargs) → (row, DecodedClip or MediaError); module level so a process pool can run it."""
+    row, path, kwargs = job
+    try:
+        return row, decode_clip(path, **kwargs)
+    except MediaError as exc:
+        return row, exc
+
+
+def decode_split(
+    clips: Sequence[tuple[int, Clip]],
+    *,
+    decode_kwargs: dict[str, Any],
+    audio: AudioFeatures,
+    on_error: str = "raise",
+    keep_waveform: bool = False,
+    workers: int = 1,
+    fbank_dtype: torch.dtype = torch.float32,
+) -> DecodedSplit:
+    """Decode (row, clip) pairs into stacked tensors; failures raise or are recorded in ``skipped``."""
+    jobs = [(row, str(c.path), {**decode_kwargs, "start_s": window_start(c, decode_kwargs["clip_seconds"])})
+            for row, c in clips]
+    rows, frames, fbanks, waves, has_audio, skipped = [], [], [], [], [], []
+
+    def consume(results):
+        for row, out in results:
+            if isinstance(out, MediaError):
+                if on_error == "raise":
+                    raise out
+                skipped.append((str(out.path), out.reason))
+                continue
+            rows.append(row)
+            frames.append(torch.from_numpy(out.frames))  # (T, H, W, 3)
+            wave = torch.from_numpy(out.waveform)  # (S,)
+            fbanks.append(audio.raw(wave).to(fbank_dtype))  # (1, n_mels, L)
+            has_audio.append(out.has_audio)
+            if keep_waveform:
+                waves.append(wave)
+
+    with single_thread():  # tiny per-clip torch ops: one thread (see features.single_thread)
+        if workers > 1 and len(jobs) >= PARALLEL_DECODE_MIN:
+            # spawn: the children import only numpy + PyAV (fork after torch's thread pools started is unsafe).
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                consume(pool.imap(_decode_one, jobs, chunksize=16))
+        else:
+            consume(map(_decode_one, jobs))
+        T, size = decode_kwargs["num_frames"], decode_kwargs["size"]
+        S = round(decode_kwargs["sample_rate"] * decode_kwargs["clip_seconds"])
+        return DecodedSplit(
+            index=torch.tensor(rows, dtype=torch.int64),
+            frames=torch.stack(frames) if frames else torch.zeros(0, T, size, size, 3, dtype=torch.uint8),
+            fbank=torch.stack(fbanks) if fbanks else torch.zeros(0, 1, *audio.shape, dtype=fbank_dtype),
+            has_audio=torch.tensor(has_audio, dtype=torch.bool),
+            waveform=(torch.stack(waves) if waves else torch.zeros(0, S)) if keep_waveform else None,
+            skipped=skipped,
+        )
+
+
+def window_start(clip: Clip, clip_seconds: float) -> float:
+    """Where the fixed-length window starts: ``start_s``, or centred on [start_s, end_s] when end_s is given.
+
+    fusionbench's rule: model inputs have a fixed length, so a row's segment is not decoded as is; a segment
+    shorter or longer than ``clip_seconds`` gets the window centred on it (never before 0).
+    """
+    if clip.end_s is None:
+        return clip.start_s
+    return max(0.0, (clip.start_s + clip.end_s) / 2 - clip_seconds / 2)
+
+
+def synth_request(cfg: DictConfig) -> dict[str, Any]:
+    """The ``synthetic.generate`` arguments a data config asks for (the set is generated on the model's grid)."""
+    return dict(
+        task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed), video_noise=float(cfg.synth.video_noise),
+        audio_snr_db=float(cfg.synth.audio_snr_db), drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac),
+        test_frac=float(cfg.synth.test_frac), num_frames=int(cfg.video.num_frames), size=int(cfg.video.size),
+        fps=int(cfg.video.num_frames) / float(cfg.clip_seconds), sample_rate=int(cfg.audio.sample_rate),
+        clip_seconds=float(cfg.clip_seconds),
+    )
+
+
+class AVDataModule(L.LightningDataModule):
+    """Audio-visual clips for one dataset: synthetic tasks or a generic ``clips.csv`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_cfg: DictConfig,
+        seed: int = 0,
+        conditions: Sequence[Condition] = (),
+        *,
+        allow_missing_audio: bool = False,
+        decode_workers: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(data_cfg, DictConfig):
+            data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), data_cfg)
+        self.cfg = data_cfg
+        self.seed = int(seed)
+        self.conditions = list(conditions)
+        self.allow_missing_audio = allow_missing_audio
+        self.decode_workers = min(2, os.cpu_count() or 1) if decode_workers is None else int(decode_workers)
+        self.audio_features = AudioFeatures(data_cfg.audio)
+        self.video_features = VideoFeatures(data_cfg.video)
+        self.spec_augment = SpecAugment(int(data_cfg.audio.freqm), int(data_cfg.audio.timem))
+        self.skipped: list[tuple[str, str]] = []
+        self.decode_count = 0  # clips decoded by this module (0 on a full cache hit)
+        self.cache: SplitCache | None = None
+        self.data: dict[str, DecodedSplit] = {}
+        self._clips: list[Clip] | None = None
+        self._class_names: list[str] | None = None
+
+    # ------------------------------------------------------------------------------------------- geometry
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.cfg.multilabel) and self.cfg.dataset != "synth"
+
+    @property
+    def class_names(self) -> list[str]:
+        if self.cfg.dataset == "synth":
+            return list(self._task_spec().class_names)
+        if self._class_names is None:
+            self._read_manifest()
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def audio_shape(self) -> tuple[int, int]:
+        return self.audio_features.shape  # (n_mels, target_length)
+
+    @property
+    def video_shape(self) -> tuple[int, int, int]:
+        return int(self.cfg.video.num_frames), int(self.cfg.video.size), int(self.cfg.video.size)  # (T, H, W)
+
+    @property
+    def test_conditions(self) -> list[list[Condition]]:
+        """Conditions evaluated on each test dataloader: [non-corrupting ones] + [[c] for each corrupting c]."""
+        return [[c for c in self.conditions if not c.corrupts]] + [[c] for c in self.conditions if c.corrupts]
+
+    # ------------------------------------------------------------------------------------------- manifest
+
+    @property
+    def manifest_path(self) -> Path:
+        if self.cfg.manifest:
+            return project_path(self.cfg.manifest)
+        if self.cfg.dataset == "synth":
+            return self.synth_dir / "clips.csv"
+        return project_path(self.cfg.root) / "clips.csv"
+
+    @functools.cached_property
+    def synth_dir(self) -> Path:
+        """``<root>/<task>`` for the default generator parameters, else ``<root>/<task>-<hash of them>``.
+
+        fusionbench's rule: the synthetic set is generated on the model's grid (T frames over clip_seconds, size,
+        sample rate), so a flash lands on exactly one input frame. A variant never overwrites another, so runs with
+        different data settings can share ``root`` concurrently.
+        """
+        request = synth_request(self.cfg)
+        name = self.cfg.task
+        if request != synth_request(OmegaConf.merge(OmegaConf.structured(DataConfig), {"task": self.cfg.task})):
+            name += "-" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:8]
+        return project_path(self.cfg.root) / name
+
+    @property
+    def media_root(self) -> Path:
+        """The folder manifest paths are relative to: data.root for ``clips`` unless only a manifest is given."""
+        if self.cfg.dataset == "clips" and not (self.cfg.manifest and self.cfg.root == DataConfig.root):
+            return project_path(self.cfg.root)
+        return self.manifest_path.parent
+
+    def _task_spec(self) -> synthetic.TaskSpec:
+        if self.cfg.task not in synthetic.TASKS:
+            raise ValueError(f"unknown synthetic task {self.cfg.task!r}; valid: {', '.join(synthetic.TASKS)}")
+        return synthetic.TASKS[self.cfg.task]
+
+    def ensure_synthetic(self) -> None:
+        """Generate the synthetic set if its manifest is missing (or stale: other generator parameters or spec)."""
+        if self.cfg.dataset != "synth" or self.cfg.manifest:
+            return
+        request = synth_request(self.cfg)
+        spec = self._task_spec()
+        params = synthetic.render_params(
+            spec, **{k: request[k] for k in ("video_noise", "audio_snr_db", "num_frames", "size", "fps",
+                                             "sample_rate", "clip_seconds")}
+        )
+        wanted = synthetic.generator_info(spec, request["n"], request["seed"], params, request["drop_p"],
+                                          request["val_frac"], request["test_frac"])
+        wanted = json.loads(json.dumps(wanted))  # tuples → lists, as read back from generator.json
+        out = self.synth_dir
+        info_path = out / "generator.json"
+        if self.manifest_path.is_file() and info_path.is_file():
+            have = json.loads(info_path.read_text())
+            if all(have.get(k) == v for k, v in wanted.items() if k not in ("av", "libavcodec")):
+                return
+            log.warning("synthetic set %s was generated by another generator version or spec: regenerating", out)
+        elif self.manifest_path.is_file():
+            return  # a manifest without generator.json: not ours to overwrite
+        log.info("generating the synthetic %s set (%d clips) in %s", request["task"], request["n"], out)
+        synthetic.generate(out=out, workers=self.decode_workers, **request)
+
+    def _read_manifest(self) -> list[Clip]:
+        if self._clips is None:
+            self.ensure_synthetic()
+            clips, names = read_manifest(self.manifest_path, root=self.media_root, multilabel=self.multilabel)
+            self._clips = assign_splits(clips, float(self.cfg.synth.val_frac), float(self.cfg.synth.test_frac))
+            self._class_names = names
+        return self._clips
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def prepare_data(self) -> None:
+        self.ensure_synthetic()
+
+    def preprocess_params(self) -> dict[str, Any]:
+        """Everything that changes the decoded tensors: the cache key's input."""
+        a = self.cfg.audio
+        return {
+            "manifest_sha256": file_hash(self.manifest_path),
+            "media_root": str(self.media_root.resolve()),
+            "decode": self._decode_kwargs(),
+            "fbank": {
+                "sample_rate": int(a.sample_rate), "num_mel_bins": int(a.num_mel_bins),
+                "frame_length_ms": float(a.frame_length_ms), "frame_shift_ms": float(a.frame_shift_ms),
+                "target_length": int(a.target_length), "dtype": "float32",
+            },
+            "splits": {"val_frac": float(self.cfg.synth.val_frac), "test_frac": float(self.cfg.synth.test_frac),
+                       "waveform": list(WAVEFORM_SPLITS)},
+        }
+
+    def _decode_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_frames": int(self.cfg.video.num_frames), "size": int(self.cfg.video.size),
+            "sample_rate": int(self.cfg.audio.sample_rate), "clip_seconds": float(self.cfg.clip_seconds),
+            "allow_missing_audio": bool(self.allow_missing_audio),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data:
+            return
+        clips = self._read_manifest()
+        cache_dir = project_path(self.cfg.cache_dir) if self.cfg.cache_dir else None
+        self.cache = SplitCache(cache_dir, self.preprocess_params())
+        for split in SPLITS:
+            members = [(row, c) for row, c in enumerate(clips) if c.split == split]
+
+            def build(members=members, split=split) -> DecodedSplit:
+                self.decode_count += len(members)
+                return decode_split(
+                    members, decode_kwargs=self._decode_kwargs(), audio=self.audio_features,
+                    on_error=self.cfg.on_error, keep_waveform=split in WAVEFORM_SPLITS,
+                    workers=self.decode_workers,
+                )
+
+            data = self.cache.get_or_build(split, build)
+            if data.skipped and self.cfg.on_error == "raise":  # cached by an earlier on_error=skip run
+                path, reason = data.skipped[0]
+                raise MediaError(path, reason)
+            self.data[split] = data
+        self.skipped = [s for split in SPLITS for s in self.data[split].skipped]
+        if self.skipped:
+            counts = ", ".join(f"{split} {len(self.data[split].skipped)}" for split in SPLITS)
+            first = "; ".join(f"{p}: {r}" for p, r in self.skipped[:3])
+            log.warning(
+                "skipped %d of %d clips that failed to decode (%s). First: %s",
+                len(self.skipped), len(clips), counts, first,
+            )
+
+    # ------------------------------------------------------------------------------------------- loaders
+
+    def labels(self, split: str) -> Tensor:
+        """Labels of the decoded clips of ``split``: int64 (N,) or float32 multi-hot (N, C)."""
+        clips = self._read_manifest()
+        rows = self.data[split].index.tolist()
+        if self.multilabel:
+            out = torch.zeros(len(rows), self.num_classes, dtype=torch.float32)
+            for i, row in enumerate(rows):
+                out[i, list(clips[row].labels)] = 1.0
+            return out
+        for row in rows:
+            if len(clips[row].labels) != 1:
+                raise ValueError(f"{clips[row].path}: {len(clips[row].labels)} labels in a single-label dataset")
+        return torch.tensor([clips[row].labels[0] for row in rows], dtype=torch.int64)
+
+    def dataset(self, split: str, condition: Condition | None = None) -> ClipDataset:
+        if not self.data:
+            self.setup()
+        return ClipDataset(
+            self.data[split], self.labels(split), self.audio_features, self.video_features,
+            augment=self.spec_augment if split == "train" else None, condition=condition,
+        )
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=int(self.cfg.batch_size),
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        loaders = [self._loader(self.dataset("test"), shuffle=False)]
+        for condition in self.conditions:
+            if condition.corrupts:
+                loaders.append(self._loader(self.dataset("test", condition), shuffle=False))
+        return loaders

@@ -1,0 +1,168 @@
+"""The generic ``clips.csv`` manifest: one row per clip, ``path,label[,start_s,end_s,split]`` plus any extra columns.
+
+Rules:
+
+- ``path`` is relative to ``root`` if given, else to the CSV's folder (absolute paths are kept).
+- ``label`` is an integer class index or a class name; ``|`` separates the labels of a multi-label clip
+  (``multilabel=True``; a ``|`` in a single-label manifest is an error). If every label is a non-negative
+  integer, labels are indices and the class names are ``"0" … str(max)``; otherwise every label is a name and
+  names map to indices in sorted order.
+- ``start_s`` / ``end_s`` (seconds, optional, empty = 0 / until the end) cut the clip from a longer file.
+- ``split`` (optional) is train / val / test (aliases: valid, validation, dev → val; eval → test); rows
+  without one get ``None`` and ``assign_splits`` gives them a deterministic one.
+- Any other column is kept, as a string, in ``Clip.extras``.
+
+A malformed file raises ``ManifestError`` naming the file, the line and what is wrong.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
+}
+KNOWN_COLUMNS = ("path", "label", "start_s", "end_s", "split")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read; the message names the file and the line."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    labels: tuple[int, ...]  # one index (multiclass) or any number (multi-label)
+    split: str | None = None  # train | val | test | None (not given)
+    start_s: float = 0.0
+    end_s: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def label(self) -> int:
+        """The single class index of a multiclass clip."""
+        if len(self.labels) != 1:
+            raise ValueError(f"{self.path}: {len(self.labels)} labels, not a single-label clip")
+        return self.labels[0]
+
+
+def _is_index(value: str) -> bool:
+    return value.isdigit()  # non-negative integer
+
+
+def read_manifest(
+    csv_path: str | Path, root: str | Path | None = None, multilabel: bool = False
+) -> tuple[list[Clip], list[str]]:
+    """Read a ``clips.csv`` → (clips in file order, class names indexed by label)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ManifestError(f"{csv_path}: manifest not found")
+    base = Path(root) if root else csv_path.parent
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ManifestError(f"{csv_path}: empty file (expected a header path,label[,start_s,end_s,split])") from None
+        missing = [c for c in ("path", "label") if c not in header]
+        if missing:
+            raise ManifestError(
+                f"{csv_path}, line 1: header {','.join(header)!r} lacks column(s) {', '.join(missing)} "
+                "(expected path,label[,start_s,end_s,split])"
+            )
+        if len(set(header)) != len(header):
+            raise ManifestError(f"{csv_path}, line 1: duplicate column names in {','.join(header)!r}")
+        rows: list[tuple[int, dict[str, str]]] = []
+        for values in reader:
+            line = reader.line_num
+            if not values or all(not v.strip() for v in values):
+                continue  # blank line
+            if len(values) != len(header):
+                raise ManifestError(f"{csv_path}, line {line}: {len(values)} fields, header has {len(header)}")
+            rows.append((line, dict(zip(header, (v.strip() for v in values)))))
+    if not rows:
+        raise ManifestError(f"{csv_path}: no clips")
+
+    raw_labels: list[list[str]] = []
+    for line, row in rows:
+        if not row["path"]:
+            raise ManifestError(f"{csv_path}, line {line}: empty path")
+        parts = [p.strip() for p in row["label"].split("|")] if row["label"] else []
+        if not parts or any(not p for p in parts):
+            raise ManifestError(f"{csv_path}, line {line}: empty label in {row['label']!r}")
+        if len(parts) > 1 and not multilabel:
+            raise ManifestError(
+                f"{csv_path}, line {line}: several labels {row['label']!r} in a single-label manifest "
+                "(set data.multilabel=true for multi-label data)"
+            )
+        raw_labels.append(parts)
+
+    all_labels = [p for parts in raw_labels for p in parts]
+    if all(_is_index(p) for p in all_labels):
+        class_names = [str(i) for i in range(max(int(p) for p in all_labels) + 1)]
+        to_index = {p: int(p) for p in set(all_labels)}
+    else:
+        class_names = sorted(set(all_labels))
+        to_index = {name: i for i, name in enumerate(class_names)}
+
+    clips = []
+    for (line, row), parts in zip(rows, raw_labels):
+        start_s = _float(row.get("start_s", ""), 0.0, csv_path, line, "start_s")
+        end_s = _float(row.get("end_s", ""), None, csv_path, line, "end_s")
+        if start_s < 0 or (end_s is not None and end_s <= start_s):
+            raise ManifestError(f"{csv_path}, line {line}: bad window start_s={start_s}, end_s={end_s}")
+        split = row.get("split", "") or None
+        if split is not None:
+            if split.lower() not in SPLIT_ALIASES:
+                raise ManifestError(
+                    f"{csv_path}, line {line}: unknown split {split!r} (expected train, val or test)"
+                )
+            split = SPLIT_ALIASES[split.lower()]
+        path = Path(row["path"])
+        clips.append(
+            Clip(
+                path=path if path.is_absolute() else base / path,
+                labels=tuple(sorted({to_index[p] for p in parts})),
+                split=split,
+                start_s=start_s,
+                end_s=end_s,
+                extras={k: v for k, v in row.items() if k not in KNOWN_COLUMNS},
+            )
+        )
+    return clips, class_names
+
+
+def _float(value: str, default: float | None, csv_path: Path, line: int, column: str) -> float | None:
+    if value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ManifestError(f"{csv_path}, line {line}: {column}={value!r} is not a number") from None
+
+
+def assign_splits(clips: Sequence[Clip], val_frac: float = 0.15, test_frac: float = 0.15) -> list[Clip]:
+    """Give each clip without a split one, from a hash of its file name.
+
+    Stable when rows are added, reordered or the data moves; every segment cut from one file lands in the same
+    split (no train/test leakage between windows of one video).
+    """
+    out = []
+    for clip in clips:
+        if clip.split is not None:
+            out.append(clip)
+            continue
+        u = int.from_bytes(hashlib.sha256(clip.path.name.encode()).digest()[:8], "big") / 2**64  # uniform in [0, 1)
+        split = "test" if u < test_frac else "val" if u < test_frac + val_frac else "train"
+        out.append(Clip(clip.path, clip.labels, split, clip.start_s, clip.end_s, clip.extras))
+    return out
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes (the manifest part of the cache key)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,123 @@
+"""The decoded-tensor cache: hit, miss, invalidation by preprocessing keys, atomic writes, a corrupt entry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusionbench.data.cache import DecodedSplit, SplitCache, cache_key
+from fusionbench.data.datamodule import AVDataModule
+
+
+def _split(n: int = 3) -> DecodedSplit:
+    return DecodedSplit(
+        index=torch.arange(n), frames=torch.zeros(n, 2, 4, 4, 3, dtype=torch.uint8),
+        fbank=torch.randn(n, 1, 8, 10), has_audio=torch.ones(n, dtype=torch.bool), waveform=torch.randn(n, 16),
+        skipped=[("a.mp4", "file not found")],
+    )
+
+
+def test_split_cache_miss_then_hit(tmp_path: Path) -> None:
+    cache = SplitCache(tmp_path, {"a": 1})
+    built = []
+    first = cache.get_or_build("train", lambda: built.append(1) or _split())
+    second = SplitCache(tmp_path, {"a": 1}).get_or_build("train", lambda: built.append(1) or _split())
+    assert built == [1]  # built once
+    assert torch.equal(first.fbank, second.fbank) and torch.equal(first.waveform, second.waveform)
+    assert second.skipped == [("a.mp4", "file not found")]
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["meta.json", "train.pt"]  # no temporary files left
+
+
+def test_key_changes_with_any_parameter() -> None:
+    base = {"decode": {"size": 32, "num_frames": 16}, "manifest_sha256": "ab"}
+    assert cache_key(base) == cache_key({"manifest_sha256": "ab", "decode": {"num_frames": 16, "size": 32}})
+    assert cache_key(base) != cache_key({**base, "manifest_sha256": "ac"})
+    assert cache_key(base) != cache_key({**base, "decode": {"size": 64, "num_frames": 16}})
+
+
+def test_disabled_cache_always_builds() -> None:
+    cache = SplitCache(None, {"a": 1})
+    built = []
+    for _ in range(2):
+        cache.get_or_build("val", lambda: built.append(1) or _split())
+    assert built == [1, 1] and cache.dir is None
+
+
+def test_a_killed_write_leaves_no_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = SplitCache(tmp_path, {"a": 2})
+
+    def dies_midway(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt  # as if the process were killed while writing
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("test", _split())
+    assert not cache.path("test").exists()
+    assert [p.name for p in cache.dir.iterdir()] == ["meta.json"]
+
+
+def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
+    cache = SplitCache(tmp_path, {"a": 3})
+    cache.put("train", _split())
+    cache.path("train").write_bytes(b"corrupt")
+    built = []
+    data = cache.get_or_build("train", lambda: built.append(1) or _split(2))
+    assert built == [1] and len(data) == 2 and cache.misses == 1
+
+
+@pytest.fixture(scope="module")
+def warm_cache(synth_cfg_at, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache filled once by the default tiny config (read-only for the tests that use it)."""
+    cache_dir = tmp_path_factory.mktemp("warm_cache")
+    AVDataModule(synth_cfg_at(cache_dir), decode_workers=1).setup()
+    return cache_dir
+
+
+def test_second_setup_decodes_nothing(synth_cfg) -> None:
+    first = AVDataModule(synth_cfg(), decode_workers=1)
+    first.setup()
+    assert first.decode_count == 40 and first.cache.misses == 3 and first.cache.hits == 0
+    second = AVDataModule(synth_cfg(), decode_workers=1)
+    second.setup()
+    assert second.decode_count == 0 and second.cache.hits == 3
+    for split in ("train", "val", "test"):
+        assert torch.equal(first.data[split].frames, second.data[split].frames)
+        assert torch.equal(first.data[split].fbank, second.data[split].fbank)
+    assert second.data["test"].waveform.shape == (6, 32000) and second.data["train"].waveform is None
+
+
+@pytest.mark.parametrize(
+    "key, value, invalidates",
+    [
+        ("audio.num_mel_bins", 16, True),
+        ("audio.frame_shift_ms", 10.0, True),
+        ("audio.target_length", 128, True),
+        ("video.size", 16, True),  # also another synthetic variant, generated on the new grid
+        ("audio.norm_mean", -4.0, False),  # applied at load time
+        ("audio.freqm", 8, False),  # SpecAugment is applied per batch
+        ("batch_size", 4, False),
+    ],
+)
+def test_preprocessing_keys_invalidate(synth_cfg, warm_cache: Path, key: str, value, invalidates: bool) -> None:
+    changed = AVDataModule(synth_cfg(cache_dir=str(warm_cache), **{key: value}), decode_workers=1)
+    changed.setup()
+    assert (changed.decode_count > 0) == invalidates
+    assert (changed.cache.hits == 0) == invalidates
+
+
+def test_manifest_content_is_part_of_the_key(synth_cfg, tmp_path: Path) -> None:
+    cfg = synth_cfg()
+    dm = AVDataModule(cfg, decode_workers=1)
+    manifest = dm.manifest_path
+    copy = tmp_path / "copy" / "clips.csv"
+    copy.parent.mkdir()
+    lines = manifest.read_text().splitlines(keepends=True)
+    copy.write_text("".join(lines[:-1]))  # one clip fewer
+    (copy.parent / "clips").symlink_to(manifest.parent / "clips")
+    dm.setup()
+    other = AVDataModule(synth_cfg(manifest=str(copy)), decode_workers=1)
+    other.setup()
+    assert other.cache.key != dm.cache.key and other.decode_count == 39
