@@ -1,6 +1,7 @@
 """One readable line per epoch (stdout, flushed), so progress shows in logs, `make` output and sweeps alike."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -15,10 +16,10 @@ class EpochLine(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
+        metrics = trainer.callback_metrics  # this epoch's train and validation metrics (validation ran first)
         shown = "  ".join(f"{k} {float(v):.3f}" for k, v in sorted(metrics.items()) if k.startswith(("train/", "val/")))
         print(
             f"  [{self.label}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs}  {shown}  "
@@ -34,8 +35,14 @@ class MLflowEpochMetrics(L.Callback):
     def __init__(self, tracked) -> None:
         self.tracked = tracked
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         self.tracked.log_metrics(metrics, step=trainer.current_epoch)
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banners (GPU/TPU availability, tips); warnings still show."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)

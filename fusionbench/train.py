@@ -13,7 +13,7 @@ from fusionbench.config import dataset_name
 from fusionbench.data.datamodule import AVDataModule
 from fusionbench.evaluate.conditions import parse_condition
 from fusionbench.evaluate.efficiency import count_params, forward_flops
-from fusionbench.progress import EpochLine, MLflowEpochMetrics
+from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
 from fusionbench.registry import create_model
 from fusionbench.tasks.classify import ClassifyTask
 
@@ -70,20 +70,22 @@ def run(cfg: DictConfig) -> str:
     """Fit ``cfg.fusion`` on ``cfg.data``, evaluate every condition, log everything to MLflow; return the run id."""
     if cfg.train.accelerator in ("cpu", "auto") and not torch.cuda.is_available():
         torch.set_num_threads(cfg.train.threads)
+    quiet_lightning()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     label = f"{cfg.fusion}/{dataset_name(cfg)}/s{cfg.seed}"
     with tracking.tracked_run(cfg) as tracked:
         datamodule, task = build(cfg)
         geometry = (datamodule.audio_shape, datamodule.video_shape)
+        train_clips = len(datamodule.data["train"].index)
         tracked.log_metrics(
             {
                 "model/params": count_params(task.model),
                 "model/gflops": forward_flops(task.model, *geometry) / 1e9,
                 "data/skipped": len(datamodule.skipped),
-                "data/train_clips": len(datamodule.train_set),
+                "data/train_clips": train_clips,
             }
         )
-        print(f"[{label}] {count_params(task.model):,} parameters, {len(datamodule.train_set)} training clips", flush=True)
+        print(f"[{label}] {count_params(task.model):,} parameters, {train_clips} training clips", flush=True)
         start = time.perf_counter()
         trainer = _trainer(cfg, [EpochLine(label), MLflowEpochMetrics(tracked)])
         trainer.fit(task, datamodule=datamodule)
