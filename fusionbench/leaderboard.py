@@ -1,4 +1,4 @@
-"""FINISHED runs in the store → ``runs.csv`` → ``leaderboard.csv`` (mean ± t-CI over seeds) → markdown, plots, robustness.
+"""FINISHED runs → ``runs.csv`` → ``leaderboard.csv`` (mean ± t-CI over seeds) → markdown, plots, robustness.
 
 Reads only FINISHED runs made by :func:`fusionbench.tracking.tracked_run` (they carry ``fb.*`` tags). If an identity
 (fusion, dataset, config hash, seed) finished more than once, its latest run counts, so ``n_seeds`` counts seeds.
@@ -108,7 +108,7 @@ def finished_runs(store: str | Path, experiment: str) -> pd.DataFrame:
     if frame.empty or "tags.fb.identity" not in frame:
         return frame.iloc[0:0]
     frame = frame[(frame["status"] == "FINISHED") & frame["tags.fb.identity"].notna()]
-    return frame.sort_values("start_time").drop_duplicates("tags.fb.identity", keep="last")
+    return frame.sort_values("start_time", kind="stable").drop_duplicates("tags.fb.identity", keep="last")
 
 
 def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +168,8 @@ def headline_metric(runs: pd.DataFrame, board: pd.DataFrame, dataset: str) -> st
     """mAP for multi-label datasets, top1 otherwise (falling back to whatever was logged)."""
     available = set(board.loc[board["dataset"] == dataset, "metric"])
     sel = runs[runs["tags.fb.dataset"] == dataset] if "tags.fb.dataset" in runs else runs.iloc[0:0]
-    multilabel = "params.data.multilabel" in sel and sel["params.data.multilabel"].astype(str).str.lower().eq("true").any()
+    flags = sel.get("params.data.multilabel", pd.Series(dtype=object))
+    multilabel = flags.astype(str).str.lower().eq("true").any()
     preferred = ["mAP", "top1"] if multilabel else ["top1", "mAP"]
     for metric in preferred + ["top5"] + sorted(available):
         if metric in available and metric != "loss":
@@ -355,11 +356,12 @@ def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.8), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         levels = sorted({condition_kind(c)[1] for c in sel["condition"] if condition_kind(c)[0] == kind})
-        clean_x = (max(levels) + max(np.diff(levels).max() if len(levels) > 1 else 5.0, 1.0)) if kind == "audio_snr" else 0.0
+        gap = max(np.diff(levels).max() if len(levels) > 1 else 5.0, 1.0)
+        clean_x = max(levels) + gap if kind == "audio_snr" else 0.0  # SNR: "clean" drawn one step above the best
         for _, entry in entries.iterrows():
             mine = sel.merge(entry[GROUP].to_frame().T, on=GROUP)
-            pts = [(condition_kind(c)[1], m, h - m) for c, m, h in zip(mine["condition"], mine["mean"], mine["ci95_high"])
-                   if condition_kind(c)[0] == kind]
+            rows = zip(mine["condition"], mine["mean"], mine["ci95_high"])
+            pts = [(condition_kind(c)[1], m, h - m) for c, m, h in rows if condition_kind(c)[0] == kind]
             clean = mine[mine["condition"] == "av"]
             if len(clean):
                 pts.append((clean_x, clean["mean"].iloc[0], clean["ci95_high"].iloc[0] - clean["mean"].iloc[0]))
@@ -372,7 +374,8 @@ def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.
             ax.set_xticks(ticks, ["clean", *(f"{v:g}" for v in levels)])
             ax.set_xlabel("audio SNR (dB)")
         else:
-            ax.set_xlabel({"video_noise": "pixel noise σ", "video_occlusion": "occluded fraction"}[kind] + " (0 = clean)")
+            axis = {"video_noise": "pixel noise σ", "video_occlusion": "occluded fraction"}[kind]
+            ax.set_xlabel(f"{axis} (0 = clean)")
         ax.set_title(kind)
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
@@ -430,7 +433,8 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
     head = [
         "# fusionbench leaderboard", "",
         f"_Generated {when} from experiment `{experiment}`: {table['run_id'].nunique()} finished runs, "
-        f"{board['fusion'].nunique()} fusion(s), {len(datasets)} dataset(s), seeds {', '.join(map(str, seeds)) or '–'}._",
+        f"{board['fusion'].nunique()} fusion(s), {len(datasets)} dataset(s), "
+        f"seeds {', '.join(map(str, seeds)) or '–'}._",
         "",
         "Cells: mean ± half-width of the 95% t-interval over seeds (no ± with one seed); the best mean per column "
         "is **bold**; `(n=k)` marks a cell with fewer seeds than its row.", "",
@@ -438,7 +442,7 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
     if not datasets:
         head += ["No finished runs with test metrics yet.", ""]
     tail = []
-    all_notes = ([f"{no_test} finished runs logged no `test/...` metrics and are not in the tables."] if no_test else [])
+    all_notes = [f"{no_test} finished runs logged no `test/...` metrics and are not in the tables."] if no_test else []
     all_notes += skipped_notes + list(notes or [])
     if all_notes:
         tail = ["## Notes", "", *(f"- {n}" for n in all_notes), ""]

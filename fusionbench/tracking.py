@@ -36,7 +36,7 @@ from fusionbench.config import PROJECT_ROOT, config_hash, dataset_name, flatten,
 METRIC_NAME = re.compile(r"[A-Za-z0-9_/. -]+")  # what MLflow keeps; anything else it strips silently
 PARAM_MAX_CHARS = 500  # longer config values are cut, with a marker saying how much was cut
 PACKAGES = ("torch", "lightning", "torchmetrics", "torchaudio", "av", "mlflow", "omegaconf")
-ACTIVE, TERMINAL = "RUNNING", ("FINISHED", "FAILED", "KILLED")
+ACTIVE = "RUNNING"
 
 T = TypeVar("T")
 
@@ -350,7 +350,8 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
     """Open an MLflow run for ``cfg`` in ``cfg.tracking.store`` / ``cfg.tracking.experiment``.
 
     Logs identity tags, git commit and package versions, the flattened resolved config as params and
-    ``config.yaml``; ends FINISHED, FAILED (with tag ``fb.error``, re-raised) or KILLED on KeyboardInterrupt.
+    ``config.yaml``; ends FINISHED, FAILED on an exception (tag ``fb.error`` = its last line, ``error.txt`` = the
+    traceback; re-raised) or KILLED on KeyboardInterrupt / SystemExit (what Lightning raises after Ctrl-C).
     Raises :class:`RunBusy` if another live process is running the same identity.
     """
     store, experiment = cfg.tracking.store, cfg.tracking.experiment
@@ -374,8 +375,9 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
             tr.log_params(params)
             tr.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             yield tr
-        except (KeyboardInterrupt, GeneratorExit) as exc:
-            _terminate(tr, "KILLED", exc if isinstance(exc, KeyboardInterrupt) else None)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit) as exc:
+            # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown: that is an interruption too.
+            _terminate(tr, "KILLED", None if isinstance(exc, GeneratorExit) else exc)
             raise
         except BaseException as exc:
             _terminate(tr, "FAILED", exc)
@@ -388,9 +390,17 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
 
 
 def search_all(store: str | Path, experiment: str, filter_string: str = "") -> list[Any]:
-    """Every run of the experiment matching the filter (all pages), oldest first."""
-    exp_id = ensure_experiment(store, experiment)
+    """Every run of the experiment matching the filter (all pages), oldest first; [] if there is no such experiment.
+
+    Reads only: a missing store file is an error, not created."""
+    path = project_path(store).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"no MLflow store at {path} (a sweep or a training run creates it)")
     c = client(store)
+    exp = with_retry(c.get_experiment_by_name, experiment)
+    if exp is None:
+        return []
+    exp_id = exp.experiment_id
     runs, token = [], None
     while True:
         page = with_retry(c.search_runs, [exp_id], filter_string, max_results=10000,
@@ -405,8 +415,10 @@ def identity_finished(store: str | Path, experiment: str, key: str) -> bool:
     """Whether ``key`` has a FINISHED run (one indexed query)."""
     if "'" in key:  # not expressible in a filter string: scan
         return key in finished_identities(store, experiment)
-    exp_id = ensure_experiment(store, experiment)
-    page = with_retry(client(store).search_runs, [exp_id],
+    exp = with_retry(client(store).get_experiment_by_name, experiment)
+    if exp is None:
+        return False
+    page = with_retry(client(store).search_runs, [exp.experiment_id],
                       f"attributes.status = 'FINISHED' and tags.`fb.identity` = '{key}'", max_results=1)
     return len(page) > 0
 

@@ -4,6 +4,7 @@ Behaviour is chosen by the config value ``data.manifest`` (free text for the syn
 hash, so each behaviour is its own cell): ``;``-separated directives
 
 - ``sleep=<s>``: take that long;
+- ``rendezvous=<n>``: wait until ``n`` processes have been inside a run (a file per pid next to the store);
 - ``raise`` / ``raise_once``: raise inside the run (``_once``: only until a marker file exists next to the store);
 - ``exit`` / ``exit_once``: ``os._exit(3)`` inside the run (a hard crash: no cleanup, no status written);
 - ``sigkill``: SIGKILL itself inside the run.
@@ -48,7 +49,17 @@ def _first_time(cfg: DictConfig, what: str) -> bool:
 def run(cfg: DictConfig) -> str:
     todo = _directives(cfg)
     with tracking.tracked_run(cfg) as tr:
-        tr.log_metrics({"model/params": 1000.0 + len(cfg.fusion), "model/gflops": 1.0 + FUSION_OFFSET.get(cfg.fusion, 0)})
+        offset = FUSION_OFFSET.get(cfg.fusion, 0.0)
+        tr.log_metrics({"model/params": 1000.0 + len(cfg.fusion), "model/gflops": 1.0 + offset})
+        if "rendezvous" in todo:  # wait until that many processes are inside a run at once (proves concurrency)
+            folder = project_path(cfg.tracking.store).parent / "rendezvous"
+            folder.mkdir(exist_ok=True)
+            (folder / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120
+            while len(list(folder.iterdir())) < int(todo["rendezvous"]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("rendezvous: the other workers never came")
+                time.sleep(0.05)
         if "sleep" in todo:
             time.sleep(float(todo["sleep"]))
         if "raise" in todo or ("raise_once" in todo and _first_time(cfg, "raise")):

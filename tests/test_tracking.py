@@ -100,10 +100,11 @@ def test_exception_marks_failed_with_error_line_and_reraises(store: Path) -> Non
     assert tracking.finished_identities(store, "t") == set()
 
 
-def test_keyboard_interrupt_marks_killed(store: Path) -> None:
-    with pytest.raises(KeyboardInterrupt):
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])  # Lightning exits(1) after Ctrl-C
+def test_interruption_marks_killed(store: Path, interrupt: type[BaseException]) -> None:
+    with pytest.raises(interrupt):
         with tracking.tracked_run(_cfg(store)) as tr:
-            raise KeyboardInterrupt
+            raise interrupt
     assert tracking.client(store).get_run(tr.run_id).info.status == "KILLED"
 
 
@@ -118,6 +119,12 @@ def test_runs_frame_has_status_tags_params_metrics(store: Path) -> None:
     assert frame.loc["1", "metrics.test/av/top1"] == 0.5
     assert frame.loc["2", "params.seed"] == "2"
     assert tracking.runs_frame(store, "empty").empty
+
+
+def test_reading_a_missing_store_fails_without_creating_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no MLflow store"):
+        tracking.runs_frame(tmp_path / "nowhere.db", "t")
+    assert not (tmp_path / "nowhere.db").exists()
 
 
 def _hold_lock_in_subprocess(path: Path) -> subprocess.Popen:
