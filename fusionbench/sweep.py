@@ -184,6 +184,9 @@ class SweepReport:
     def ok(self) -> bool:
         return not self.failed
 
+    def __str__(self) -> str:
+        return self.summary()
+
     def summary(self) -> str:
         lines = [f"sweep: {self.total} cells — {len(self.finished)} finished, {len(self.skipped)} skipped "
                  f"(already finished), {len(self.failed)} failed, {len(self.busy)} busy elsewhere; "
@@ -268,10 +271,10 @@ def _watch_lifeline(lifeline: Any) -> None:
 
 def _worker_main(conn: Any, lifeline: Any, runner_spec: str, stores: list[str]) -> None:
     """Worker process: import the runner and open the stores once, then run the cells it is sent until None."""
-    # SIGINT (Ctrl-C, or the parent stopping us) and SIGTERM end the current run as KILLED through tracked_run.
-    # Installed explicitly: a sweep started in the background inherits SIGINT as ignored.
+    # SIGINT (Ctrl-C, or the sweep stopping us) ends the current run as KILLED through tracked_run. Installed
+    # explicitly: a sweep started in the background inherits SIGINT as ignored. (SIGTERM keeps its default: a
+    # handler would be inherited by the runner's forked helpers, e.g. a multiprocessing.Pool it terminates.)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     _watch_lifeline(lifeline)
     try:
         runner = load_runner(runner_spec)
@@ -452,6 +455,11 @@ def _run_in_pool(cells: list[Cell], runner_spec: str, workers: int, progress: _P
                     pass
         for w in pool:
             w.stop(grace=10.0)
+            if w.cell is not None:  # a worker that had to be terminated left its run RUNNING
+                cell = cells[w.cell]
+                with contextlib.suppress(Exception):
+                    tracking.reap_dead_runs(cell.store, cell.experiment, {cell.identity.key}, "KILLED",
+                                            "the sweep was interrupted")
         raise
     for w in pool:
         w.stop()

@@ -333,6 +333,38 @@ class TrackedRun:
         return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
 
 
+class NullRun(TrackedRun):
+    """What a non-zero distributed rank gets: the same interface, logging nothing (rank 0 owns the MLflow run)."""
+
+    def __init__(self, identity: RunIdentity):
+        super().__init__(None, None, identity)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for name in metrics:
+            check_metric_name(name)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+
+def process_rank() -> int:
+    """0 on the global rank-0 process (or without distributed launch), non-zero on the copies of the command that
+    torchrun / Lightning's DDP launcher start for the other ranks (``RANK``, else ``NODE_RANK`` and ``LOCAL_RANK``)."""
+    env = {v: os.environ.get(v, "") for v in ("RANK", "NODE_RANK", "LOCAL_RANK")}
+    if env["RANK"].isdigit():
+        return int(env["RANK"])
+    return sum(int(env[v]) for v in ("NODE_RANK", "LOCAL_RANK") if env[v].isdigit())
+
+
 def _terminate(tr: TrackedRun, status: str, error: BaseException | None = None) -> None:
     if error is not None:
         last = traceback.format_exception_only(type(error), error)[-1].strip() or type(error).__name__
@@ -352,10 +384,14 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
     Logs identity tags, git commit and package versions, the flattened resolved config as params and
     ``config.yaml``; ends FINISHED, FAILED on an exception (tag ``fb.error`` = its last line, ``error.txt`` = the
     traceback; re-raised) or KILLED on KeyboardInterrupt / SystemExit (what Lightning raises after Ctrl-C).
-    Raises :class:`RunBusy` if another live process is running the same identity.
+    Raises :class:`RunBusy` if another live process is running the same identity. On a distributed rank ≥ 1
+    (``RANK`` / ``LOCAL_RANK``) yields a :class:`NullRun` that logs nothing: rank 0 records the run.
     """
     store, experiment = cfg.tracking.store, cfg.tracking.experiment
     ident = identity_of(cfg)
+    if process_rank() != 0:
+        yield NullRun(ident)
+        return
     exp_id = ensure_experiment(store, experiment)
     mlflow_client = client(store)
     commit, dirty = git_state()

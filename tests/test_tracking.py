@@ -165,6 +165,16 @@ def test_identity_held_by_a_live_process_is_busy_and_not_reaped(store: Path) -> 
     assert reaped.info.status == "KILLED" and "no live process" in reaped.data.tags["fb.error"]
 
 
+def test_distributed_ranks_above_zero_log_nothing(store: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning's DDP launcher gives the copies it starts
+    with tracking.tracked_run(_cfg(store)) as tr:
+        tr.log_metrics({"test/av/top1": 1.0})
+        tr.log_params({"x": 1})
+        with pytest.raises(ValueError):
+            tr.log_metrics({"bad@name": 1.0})
+    assert tr.run_id is None and tracking.runs_frame(store, "t").empty
+
+
 def test_own_live_run_is_not_reaped(store: Path) -> None:
     with tracking.tracked_run(_cfg(store)) as tr:
         assert tracking.reap_dead_runs(store, "t") == []
