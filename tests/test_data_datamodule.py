@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fusionbench.config import DataConfig
-from fusionbench.data.datamodule import AVDataModule
+from fusionbench.data.datamodule import AVDataModule, decode_split
 from fusionbench.data.manifest import ManifestError, assign_splits, read_manifest
 from fusionbench.data.media import MediaError
 from fusionbench.evaluate.conditions import parse_condition
@@ -103,6 +103,17 @@ def test_corrupting_loader_recomputes_features_from_the_waveform(dm: AVDataModul
     clean = dm.dataset("test")
     for i in range(len(dataset)):
         assert torch.allclose(dataset[i]["audio"], clean[i]["audio"], atol=1e-5)
+
+
+def test_parallel_decode_gives_the_same_tensors(dm: AVDataModule) -> None:
+    clips = dm._read_manifest()
+    members = [(row, c) for row, c in enumerate(clips) if c.split == "test"]
+    kwargs = dict(decode_kwargs=dm._decode_kwargs(), audio=dm.audio_features, keep_waveform=True)
+    serial = decode_split(members, workers=1, **kwargs)
+    parallel = decode_split(members, workers=2, min_parallel=1, **kwargs)
+    for name in ("index", "frames", "fbank", "waveform", "has_audio"):
+        assert torch.equal(getattr(serial, name), getattr(parallel, name)), name
+        assert torch.equal(getattr(serial, name), getattr(dm.data["test"], name)), name
 
 
 def test_no_conditions_gives_one_clean_loader(shared_cfg) -> None:

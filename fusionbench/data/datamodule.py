@@ -38,14 +38,14 @@ from fusionbench.data import synthetic
 from fusionbench.data.cache import DecodedSplit, SplitCache
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, assign_splits, file_hash, read_manifest
-from fusionbench.data.media import MediaError, decode_clip
+from fusionbench.data.media import MediaError, decode_job
 from fusionbench.evaluate.conditions import Condition
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 WAVEFORM_SPLITS = ("test",)  # splits whose waveform is kept (test-time corruptions need it)
-PARALLEL_DECODE_MIN = 200  # decode in a process pool only above this many clips (pool start-up ≈ 1 s)
+PARALLEL_DECODE_MIN = 200  # decode in a process pool only above this many clips
 
 
 class ClipDataset(Dataset):
@@ -87,15 +87,6 @@ class ClipDataset(Dataset):
         return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index}
 
 
-def _decode_one(job: tuple[int, str, dict[str, Any]]) -> tuple[int, Any]:
-    """(row, path, kwargs) → (row, DecodedClip or MediaError); module level so a process pool can run it."""
-    row, path, kwargs = job
-    try:
-        return row, decode_clip(path, **kwargs)
-    except MediaError as exc:
-        return row, exc
-
-
 def decode_split(
     clips: Sequence[tuple[int, Clip]],
     *,
@@ -104,9 +95,13 @@ def decode_split(
     on_error: str = "raise",
     keep_waveform: bool = False,
     workers: int = 1,
+    min_parallel: int = PARALLEL_DECODE_MIN,
     fbank_dtype: torch.dtype = torch.float32,
 ) -> DecodedSplit:
-    """Decode (row, clip) pairs into stacked tensors; failures raise or are recorded in ``skipped``."""
+    """Decode (row, clip) pairs into stacked tensors; failures raise or are recorded in ``skipped``.
+
+    With ``workers`` > 1 and at least ``min_parallel`` clips, decoding runs in a process pool (same output).
+    """
     jobs = [(row, str(c.path), {**decode_kwargs, "start_s": window_start(c, decode_kwargs["clip_seconds"])})
             for row, c in clips]
     rows, frames, fbanks, waves, has_audio, skipped = [], [], [], [], [], []
@@ -127,12 +122,13 @@ def decode_split(
                 waves.append(wave)
 
     with single_thread():  # tiny per-clip torch ops: one thread (see features.single_thread)
-        if workers > 1 and len(jobs) >= PARALLEL_DECODE_MIN:
-            # spawn: the children import only numpy + PyAV (fork after torch's thread pools started is unsafe).
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                consume(pool.imap(_decode_one, jobs, chunksize=16))
+        if workers > 1 and len(jobs) >= min_parallel:
+            # fork, as DataLoader workers do; the children run only PyAV + numpy (no torch thread pool)
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with multiprocessing.get_context(method).Pool(workers) as pool:
+                consume(pool.imap(decode_job, jobs, chunksize=16))
         else:
-            consume(map(_decode_one, jobs))
+            consume(map(decode_job, jobs))
         T, size = decode_kwargs["num_frames"], decode_kwargs["size"]
         S = round(decode_kwargs["sample_rate"] * decode_kwargs["clip_seconds"])
         return DecodedSplit(

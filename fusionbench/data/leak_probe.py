@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from fusionbench.data import synthetic
 from fusionbench.data.manifest import read_manifest
-from fusionbench.data.media import decode_clip
+from fusionbench.data.media import decode_job
 
 ALPHAS = tuple(np.logspace(-1, 5, 13))  # ridge penalties tried by leave-one-out CV
 GRID = 4  # coarse brightness grid per frame
@@ -147,12 +147,6 @@ def leak_probe_synthetic(
     return leak_probe_factors(factors, drop_p)
 
 
-def _decode_for_probe(job: tuple[str, dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    path, kwargs = job
-    clip = decode_clip(path, **kwargs)
-    return clip.frames, clip.waveform
-
-
 def leak_probe(
     manifest_or_dir: str | Path, *, max_clips: int | None = None, workers: int = 2,
 ) -> dict[str, Any]:
@@ -179,14 +173,18 @@ def leak_probe(
         "sample_rate": int(render.get("sample_rate", 16000)), "clip_seconds": float(render.get("clip_seconds", 2.0)),
     }
     clips = clips[:max_clips] if max_clips else clips
-    jobs = [(str(c.path), kwargs) for c in clips]
+    jobs = [(i, str(c.path), kwargs) for i, c in enumerate(clips)]
     if workers > 1 and len(jobs) >= 200:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            decoded = pool.map(_decode_for_probe, jobs, chunksize=32)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(workers) as pool:
+            decoded = pool.map(decode_job, jobs, chunksize=32)
     else:
-        decoded = [_decode_for_probe(j) for j in jobs]
-    frames = np.stack([d[0] for d in decoded])  # (N, T, H, W, 3)
-    waves = np.stack([d[1] for d in decoded])  # (N, S)
+        decoded = [decode_job(j) for j in jobs]
+    for _, out in decoded:
+        if isinstance(out, Exception):
+            raise out
+    frames = np.stack([out.frames for _, out in decoded])  # (N, T, H, W, 3)
+    waves = np.stack([out.waveform for _, out in decoded])  # (N, S)
     return probe_features(
         video_features(frames), audio_features(waves, kwargs["sample_rate"], kwargs["num_frames"]),
         np.array([c.label for c in clips]), np.array([c.split for c in clips]), task, float(info.get("drop_p", 0.0)),
