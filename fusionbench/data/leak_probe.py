@@ -27,7 +27,7 @@ from threadpoolctl import threadpool_limits
 
 from fusionbench.data import synthetic
 from fusionbench.data.manifest import read_manifest
-from fusionbench.data.media import decode_job
+from fusionbench.data.media import decode_clip
 
 ALPHAS = tuple(np.logspace(-1, 5, 13))  # ridge penalties tried by leave-one-out CV
 GRID = 4  # coarse brightness grid per frame
@@ -173,19 +173,24 @@ def leak_probe(
         "sample_rate": int(render.get("sample_rate", 16000)), "clip_seconds": float(render.get("clip_seconds", 2.0)),
     }
     clips = clips[:max_clips] if max_clips else clips
-    jobs = [(i, str(c.path), kwargs) for i, c in enumerate(clips)]
-    if workers > 1 and len(jobs) >= 200:
+    paths = [str(c.path) for c in clips]
+    jobs = [(paths[i : i + 100], kwargs) for i in range(0, len(paths), 100)]
+    if workers > 1 and len(jobs) > 1:  # features are computed where the clips are decoded: little to send back
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(workers) as pool:
-            decoded = pool.map(decode_job, jobs, chunksize=32)
+            parts = pool.map(_features_of, jobs, chunksize=1)
     else:
-        decoded = [decode_job(j) for j in jobs]
-    for _, out in decoded:
-        if isinstance(out, Exception):
-            raise out
-    frames = np.stack([out.frames for _, out in decoded])  # (N, T, H, W, 3)
-    waves = np.stack([out.waveform for _, out in decoded])  # (N, S)
+        parts = [_features_of(job) for job in jobs]
     return probe_features(
-        video_features(frames), audio_features(waves, kwargs["sample_rate"], kwargs["num_frames"]),
+        np.concatenate([v for v, _ in parts]), np.concatenate([a for _, a in parts]),
         np.array([c.label for c in clips]), np.array([c.split for c in clips]), task, float(info.get("drop_p", 0.0)),
     )
+
+
+def _features_of(job: tuple[list[str], dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a chunk of clips → (video features, audio features)."""
+    paths, kwargs = job
+    clips = [decode_clip(path, **kwargs) for path in paths]
+    frames = np.stack([c.frames for c in clips])  # (n, T, H, W, 3)
+    waves = np.stack([c.waveform for c in clips])  # (n, S)
+    return video_features(frames), audio_features(waves, kwargs["sample_rate"], kwargs["num_frames"])

@@ -44,7 +44,6 @@ SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (1.0, 0.25, 0.25), "green": (0.25, 0.9, 0.25), "blue": (0.3, 0.4, 1.0), "yellow": (0.95, 0.9, 0.2)}
 PITCHES_HZ = (330.0, 523.0, 784.0, 1245.0)
 TIMBRES = ("sine", "square", "saw")
-SPLITS = ("train", "val", "test")
 
 # Rendering constants (fusionbench's own choices).
 BACKGROUND = 0.2  # grey level of the background, pixels in [0, 1]
