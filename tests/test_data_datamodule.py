@@ -69,6 +69,20 @@ def test_train_shuffle_follows_the_seed(shared_cfg) -> None:
     assert first_indices(0) != first_indices(1)
 
 
+def test_workers_give_reproducible_augmented_batches(shared_cfg) -> None:
+    """With DataLoader workers, order and SpecAugment masks follow the seed (workers seeded from the generator)."""
+    cfg = shared_cfg(**{"audio.freqm": 12, "audio.timem": 60, "num_workers": 2})
+
+    def first_batch(seed: int) -> dict:
+        module = AVDataModule(cfg, seed=seed, decode_workers=1)
+        module.setup()
+        return next(iter(module.train_dataloader()))
+
+    a, b, c = first_batch(0), first_batch(0), first_batch(1)
+    assert torch.equal(a["index"], b["index"]) and torch.equal(a["audio"], b["audio"])
+    assert not torch.equal(a["audio"], c["audio"])
+
+
 def test_spec_augment_only_in_training(shared_cfg) -> None:
     module = AVDataModule(shared_cfg(**{"audio.freqm": 12, "audio.timem": 60}), decode_workers=1)
     module.setup()
