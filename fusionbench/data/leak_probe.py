@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from fusionbench.data import synthetic
 from fusionbench.data.manifest import read_manifest
@@ -107,6 +106,8 @@ def probe_features(
 ) -> dict[str, Any]:
     """The probe on precomputed features (N, F) per modality; ``splits`` holds train / val / test."""
     spec = synthetic.TASKS[task]
+    from threadpoolctl import threadpool_limits  # with scikit-learn (the dev extra)
+
     tr, te = (splits == "train") | (splits == "val"), (splits == "test")
     if not tr.any() or not te.any():
         raise ValueError("the leak probe needs train and test clips")
