@@ -4,9 +4,10 @@ Batch contract (a dict): ``audio`` float32 (B, 1, n_mels, target_length), ``vide
 ``label`` int64 (B,) (multiclass) or float32 (B, C) multi-hot (multi-label), ``index`` int64 (B,) = the clip's row
 in the manifest (stable across splits and runs).
 
-- ``dataset="synth"``: the manifest is ``<root>/<task>/clips.csv``; a missing one (or one generated with other
-  parameters, per its ``generator.json``) is generated from ``data.synth`` + the clip geometry of ``data.video`` /
-  ``data.audio``. ``dataset="clips"``: ``data.manifest`` or ``<root>/clips.csv``.
+- ``dataset="synth"``: the manifest is ``<root>/<task>/clips.csv`` (``<root>/<task>-<hash>/`` for non-default
+  generator settings, see ``synth_dir``); a missing one (or a stale one, per its ``generator.json``) is generated
+  from ``data.synth`` + the clip geometry of ``data.video`` / ``data.audio``. ``dataset="clips"``:
+  ``data.manifest`` or ``<root>/clips.csv``.
 - ``setup()`` decodes every split once through the cache (``cache.py``). ``on_error="skip"``: clips that fail to
   decode are left out, listed in ``skipped`` as (path, reason) and reported in one warning; ``"raise"``: the first
   one raises ``MediaError`` naming the file and the reason.
