@@ -51,9 +51,10 @@ class ClassifyTask(L.LightningModule):
         self.test_conditions = [list(group) for group in test_conditions]
         self.headline = headline_metric(multilabel)
         self.val_metrics = classification_metrics(num_classes, multilabel, top_k)
-        self.test_metrics = nn.ModuleDict(
-            {c.name: classification_metrics(num_classes, multilabel, top_k) for g in self.test_conditions for c in g}
-        )
+        names = [c.name for g in self.test_conditions for c in g]
+        # a list, not a ModuleDict: condition names such as ``video_noise_0.25`` contain dots
+        self.test_names = {name: i for i, name in enumerate(names)}
+        self.test_metrics = nn.ModuleList(classification_metrics(num_classes, multilabel, top_k) for _ in names)
         self.test_loss: dict[str, list[Tensor]] = {}
         self.test_results: dict[str, float] = {}
 
@@ -85,13 +86,13 @@ class ClassifyTask(L.LightningModule):
             audio = None if condition.drop == "audio" else batch["audio"]
             video = None if condition.drop == "video" else batch["video"]
             out = self.model(audio=audio, video=video)
-            self.test_metrics[condition.name].update(out.logits.float(), batch["label"])
+            self.test_metrics[self.test_names[condition.name]].update(out.logits.float(), batch["label"])
             loss = self.criterion(out.logits.float(), batch["label"]) * len(batch["label"])
             self.test_loss.setdefault(condition.name, []).append(torch.stack([loss, torch.tensor(len(batch["label"]))]))
 
     def on_test_epoch_end(self) -> None:
         results = {}
-        for name, metrics in self.test_metrics.items():
+        for name, metrics in zip(self.test_names, self.test_metrics):
             for metric, value in metrics.compute().items():
                 results[f"test/{name}/{metric}"] = float(value)
             metrics.reset()
