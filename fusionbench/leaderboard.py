@@ -4,7 +4,11 @@ Reads only FINISHED runs made by :func:`fusionbench.tracking.tracked_run` (they 
 (fusion, dataset, config hash, seed) finished more than once, its latest run counts, so ``n_seeds`` counts seeds.
 
 Test metrics are named ``test/<condition>/<metric>``; ``model/params``, ``model/gflops``, ``model/gflops_masked``,
-``time/train_s`` and ``time/test_s`` are per-run figures repeated on every row of that run.
+``time/train_s`` and ``time/test_s`` are per-run figures repeated on every row of that run, and so is the leak probe of
+the run's synthetic set (``data/leak_probe/*`` metrics and ``fb.leak_probe.*`` tags, logged by
+:func:`fusionbench.data.prepare.log_leak_probe`): ``leak_probe_*`` columns, after the others, in runs.csv and
+leaderboard.csv. leaderboard.md shows the probe per dataset and flags ⚠ LEAK where one modality alone beats the
+task's unimodal ceiling by more than the probe's tolerance.
 """
 from __future__ import annotations
 
@@ -30,11 +34,22 @@ COST_METRICS = {  # runs.csv column → MLflow metric
     "test_s": "time/test_s",
 }
 KNOWN_METRICS = ["top1", "top5", "mAP", "loss"]  # runs.csv metric columns come in this order, others after, sorted
-# runs.csv = RUN_KEYS + metric columns (KNOWN_METRICS first) + list(COST_METRICS)
+PROBE_METRICS = {  # column → MLflow metric of the run's leak probe (accuracy of one modality alone; its ceiling)
+    "leak_probe_audio": "data/leak_probe/audio",
+    "leak_probe_video": "data/leak_probe/video",
+    "leak_probe_ceiling": "data/leak_probe/ceiling",
+    "leak_probe_tolerance": "data/leak_probe/tolerance",
+}
+PROBE_MODALITIES = ("audio", "video")
+PROBE_TOLERANCE = 0.05  # the probe's smallest tolerance: used where a run logged none
+# leak_probe_leak: "none", or the leaking modalities joined by ";"; empty where no probe was recorded
+PROBE_COLUMNS = ["leak_probe_set", *PROBE_METRICS, "leak_probe_leak"]
+# runs.csv = RUN_KEYS + metric columns (KNOWN_METRICS first) + list(COST_METRICS) + PROBE_COLUMNS
 
 LEADERBOARD_COLUMNS = [
     "fusion", "dataset", "condition", "metric", "mean", "std", "n_seeds", "ci95_low", "ci95_high",
     "params", "gflops", "preset", "config_hash",
+    *PROBE_METRICS, "leak_probe_leak",  # the entry's probe (mean over its runs; leak: any run's)
 ]
 ROBUSTNESS_COLUMNS = [
     "fusion", "dataset", "preset", "config_hash", "kind", "metric", "levels", "clean", "mean_corrupted",
@@ -99,6 +114,117 @@ def condition_order(name: str) -> tuple:
     return (2, 0, 0.0, name)
 
 
+# ----------------------------------------------------------------------------------------------------- leak probe
+
+
+def _leaking(row: pd.Series) -> str | float:
+    """"none", the modalities above ceiling + tolerance joined by ";", or NaN without a probe."""
+    if not all(np.isfinite(row[c]) for c in ("audio", "video", "ceiling")):
+        return math.nan
+    tolerance = row["tolerance"] if np.isfinite(row["tolerance"]) else PROBE_TOLERANCE
+    leaks = [m for m in PROBE_MODALITIES if row[m] > row["ceiling"] + tolerance]
+    return ";".join(leaks) or "none"
+
+
+def probe_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: run_id, dataset, synthetic, set, audio, video, ceiling, tolerance, leak, status, error.
+
+    ``leak`` is recomputed from the logged numbers (not taken from the tag), so a probe above its ceiling is flagged
+    whatever logged it. ``status``/``error``: the ``fb.leak_probe`` tags (why a run has no probe).
+    """
+    columns = ["run_id", "dataset", "synthetic", "set", "audio", "video", "ceiling", "tolerance", "leak", "status",
+               "error"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+
+    def col(name: str, numeric: bool = False) -> pd.Series:
+        values = runs.get(name, pd.Series(np.nan if numeric else None, index=runs.index, dtype=float if numeric
+                                          else object))
+        return pd.to_numeric(values, errors="coerce") if numeric else values
+
+    frame = pd.DataFrame({
+        "run_id": runs["run_id"],
+        "dataset": col("tags.fb.dataset"),
+        "synthetic": col("params.data.dataset").astype(str).eq("synth"),
+        "set": col("tags.fb.leak_probe.set"),
+        **{c.removeprefix("leak_probe_"): col(f"metrics.{m}", numeric=True) for c, m in PROBE_METRICS.items()},
+        "status": col("tags.fb.leak_probe"),
+        "error": col("tags.fb.leak_probe.error"),
+    })
+    frame["leak"] = frame.apply(_leaking, axis=1) if len(frame) else pd.Series(dtype=object)
+    return frame[columns].reset_index(drop=True)
+
+
+def _probe_columns(probes: pd.DataFrame) -> pd.DataFrame:
+    """probe_table → run_id + PROBE_COLUMNS (the runs.csv layout)."""
+    out = pd.DataFrame({"run_id": probes["run_id"], "leak_probe_set": probes["set"]})
+    for column in PROBE_METRICS:
+        out[column] = probes[column.removeprefix("leak_probe_")]
+    out["leak_probe_leak"] = probes["leak"]
+    return out
+
+
+def _union_leak(values: pd.Series) -> str | float:
+    """Leak flags of several runs → one: NaN if none had a probe, else "none" or every leaking modality."""
+    seen = [v for v in values if isinstance(v, str)]
+    if not seen:
+        return math.nan
+    leaks = sorted({m for v in seen if v != "none" for m in v.split(";")})
+    return ";".join(leaks) or "none"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def probe_markdown(probes: pd.DataFrame, dataset: str) -> tuple[list[str], list[str]]:
+    """(lines for the dataset's section, notes for the leaderboard's Notes) on the leak probe of its runs' sets.
+
+    One table row per distinct probe (a generated set): audio alone, video alone, the unimodal ceiling (+ the
+    tolerance) and the verdict; a ⚠ LEAK warning above it when a modality alone beats ceiling + tolerance. Nothing
+    for datasets that are not synthetic (no stated ceiling to check).
+    """
+    sel = probes[(probes["dataset"] == dataset)]
+    if sel.empty or not sel["synthetic"].any():
+        return [], []
+    done = sel.dropna(subset=["audio", "video", "ceiling"])
+    missing = sel[~sel.index.isin(done.index)]
+    if done.empty:
+        why = missing.dropna(subset=["error"])
+        if len(why):
+            status = why["status"].iloc[-1]
+            why = f" ({status if isinstance(status, str) else 'failed'}: {why['error'].iloc[-1]})"
+        else:
+            why = ""
+        return [f"Leak probe: not recorded by these runs{why}. `fusionbench train` and `fusionbench sweep` log it "
+                "for synthetic sets (it needs scikit-learn).", ""], []
+    keys = ["set", "audio", "video", "ceiling", "tolerance"]
+    sets = (done.assign(set=done["set"].fillna("–"), tolerance=done["tolerance"].fillna(PROBE_TOLERANCE))
+            .groupby(keys, sort=False, dropna=False).agg(runs=("run_id", "nunique"), leak=("leak", "first"))
+            .reset_index())
+    warnings, notes, rows = [], [], []
+    for _, s in sets.iterrows():
+        leaks = [m for m in s["leak"].split(";") if m != "none"]
+        limit = f"ceiling {_pct(s['ceiling'])} + {100 * s['tolerance']:.1f} points of tolerance"
+        for m in leaks:
+            text = f"{m} alone reaches {_pct(s[m])} on set `{s['set']}` ({limit})"
+            warnings.append(f"> ⚠ **LEAK**: {text}: a single modality predicts the label, so this task's known "
+                            f"answer can come from a generator bug; the results below do not measure fusion.")
+            notes.append(f"⚠ LEAK in {dataset}: {text}.")
+        cells = [f"**{_pct(s[m])}**" if m in leaks else _pct(s[m]) for m in PROBE_MODALITIES]
+        verdict = f"⚠ LEAK: {', '.join(leaks)}" if leaks else "ok"
+        rows.append(f"| {s['set']} | {s['runs']} | {' | '.join(cells)} | {_pct(s['ceiling'])} "
+                    f"(+{100 * s['tolerance']:.1f}) | {verdict} |")
+    lines = [line for warning in warnings for line in (warning, "")]
+    lines += ["Leak probe (a ridge classifier on each modality alone of the generated set, balanced test accuracy; "
+              "it must stay at the task's unimodal ceiling):", "",
+              "| set | runs | audio alone | video alone | unimodal ceiling (+tolerance) | probe |",
+              "|---|--:|--:|--:|--:|---|", *rows, ""]
+    if len(missing):
+        lines += [f"{missing['run_id'].nunique()} run(s) of {dataset} recorded no leak probe.", ""]
+    return lines, notes
+
+
 # ------------------------------------------------------------------------------------------------------ runs.csv
 
 
@@ -115,7 +241,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run × test condition; a column per test metric; per-run costs repeated on each row."""
     test_cols = [c for c in runs.columns if c.startswith("metrics.test/") and c.count("/") >= 2]
     if runs.empty or not test_cols:
-        return pd.DataFrame(columns=RUN_KEYS + KNOWN_METRICS[:1] + list(COST_METRICS))
+        return pd.DataFrame(columns=RUN_KEYS + KNOWN_METRICS[:1] + list(COST_METRICS) + PROBE_COLUMNS)
     base = pd.DataFrame({
         "run_id": runs["run_id"],
         "fusion": runs["tags.fb.fusion"],
@@ -135,8 +261,8 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
     wide.columns.name = None
     metrics = [m for m in KNOWN_METRICS if m in wide] + sorted(c for c in wide if c not in KNOWN_METRICS
                                                                and c not in ("run_id", "condition"))
-    table = base.merge(wide, on="run_id")
-    table = table[RUN_KEYS + metrics + list(COST_METRICS)]
+    table = base.merge(wide, on="run_id").merge(_probe_columns(probe_table(runs)), on="run_id", how="left")
+    table = table[RUN_KEYS + metrics + list(COST_METRICS) + PROBE_COLUMNS]
     order = table["condition"].map(condition_order)
     return (table.assign(_o=order).sort_values(["dataset", "fusion", "preset", "config_hash", "_o", "seed"])
             .drop(columns="_o").reset_index(drop=True))
@@ -147,7 +273,7 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def leaderboard_table(table: pd.DataFrame) -> pd.DataFrame:
     """One row per fusion × dataset × preset × config hash × condition × metric: mean, std, n_seeds, 95% CI."""
-    metrics = [c for c in table.columns if c not in RUN_KEYS and c not in COST_METRICS]
+    metrics = [c for c in table.columns if c not in RUN_KEYS and c not in COST_METRICS and c not in PROBE_COLUMNS]
     if table.empty or not metrics:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     long = table.melt(id_vars=[*GROUP, "condition", "seed", "params", "gflops"], value_vars=metrics,
@@ -159,6 +285,12 @@ def leaderboard_table(table: pd.DataFrame) -> pd.DataFrame:
         row["params"], row["gflops"] = group["params"].mean(), group["gflops"].mean()
         rows.append(row)
     board = pd.DataFrame(rows)
+    if set(PROBE_COLUMNS) <= set(table.columns):  # the entry's probe: one per run, whatever the conditions
+        per_run = table.drop_duplicates("run_id")
+        probe = per_run.groupby(GROUP, sort=False, dropna=False).agg(
+            **{c: (c, "mean") for c in PROBE_METRICS}, leak_probe_leak=("leak_probe_leak", _union_leak))
+        board = board.merge(probe.reset_index(), on=GROUP, how="left")
+    board = board.reindex(columns=[*board.columns, *(c for c in LEADERBOARD_COLUMNS if c not in board)])
     board["_o"] = board["condition"].map(condition_order)
     board = board.sort_values(["dataset", "preset", "fusion", "config_hash", "_o", "metric"])
     return board[LEADERBOARD_COLUMNS].reset_index(drop=True)
@@ -261,7 +393,9 @@ def _fmt_gflops(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:.3g}"
 
 
-def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame) -> list[str]:
+def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame,
+                     probe: list[str] | None = None) -> list[str]:
+    """The dataset's section: heading, ``probe`` lines (see :func:`probe_markdown`), the results table."""
     sel = board[(board["dataset"] == dataset) & (board["metric"] == metric)]
     conditions = sorted(sel["condition"].unique(), key=condition_order)
     percent = metric in ("top1", "top5", "mAP") and sel["mean"].between(0, 1).all()
@@ -292,7 +426,7 @@ def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd
         lines.append(f"| {entry['label']} | {n_row} | {' | '.join(cells)} | {_fmt_count(first['params'])} | "
                      f"{_fmt_gflops(first['gflops'])} |")
     unit = f"{metric} (%)" if percent else metric
-    return [f"## {dataset}", "", f"Headline metric: **{unit}** on the test split.", "", *lines, ""]
+    return [f"## {dataset}", "", *(probe or []), f"Headline metric: **{unit}** on the test split.", "", *lines, ""]
 
 
 # ------------------------------------------------------------------------------------------------------- plots
@@ -401,6 +535,7 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
     datasets = sorted(board["dataset"].unique())
     metrics = {d: m for d in datasets if (m := headline_metric(runs, board, d)) is not None}
     robust = robustness_table(board, metrics)
+    probes = probe_table(runs)
 
     paths = {"runs": out / "runs.csv", "leaderboard": out / "leaderboard.csv",
              "robustness": out / "robustness.csv", "markdown": out / "leaderboard.md"}
@@ -408,10 +543,12 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
     board.to_csv(paths["leaderboard"], index=False)
     robust.to_csv(paths["robustness"], index=False)
 
-    skipped_notes, sections = [], []
+    skipped_notes, sections, leak_notes = [], [], []
     for dataset, metric in metrics.items():
         entries = entry_table(board, dataset, metric)
-        sections += dataset_markdown(board, dataset, metric, entries)
+        probe_lines, notes_here = probe_markdown(probes, dataset)
+        leak_notes += notes_here
+        sections += dataset_markdown(board, dataset, metric, entries, probe_lines)
         for kind, plot in (("pareto", pareto_plot), ("robustness", robustness_plot)):
             path = out / f"{kind}_{_safe(dataset)}.png"
             note = plot(board, dataset, metric, entries, path)
@@ -443,7 +580,7 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
         head += ["No finished runs with test metrics yet.", ""]
     tail = []
     all_notes = [f"{no_test} finished runs logged no `test/...` metrics and are not in the tables."] if no_test else []
-    all_notes += skipped_notes + list(notes or [])
+    all_notes = leak_notes + all_notes + skipped_notes + list(notes or [])
     if all_notes:
         tail = ["## Notes", "", *(f"- {n}" for n in all_notes), ""]
     paths["markdown"].write_text("\n".join(head + sections + tail))

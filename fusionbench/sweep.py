@@ -12,6 +12,9 @@ once per worker). A cell that raises is recorded FAILED by :func:`fusionbench.tr
 on; a cell that kills its worker (segfault, OOM kill, ``os._exit``) is marked FAILED by the parent, which starts a
 fresh worker. ``workers=0`` runs cells in this process (no crash isolation; handy under a debugger).
 
+Data: before the workers start, each distinct synthetic set among the cells to run is generated (if missing or
+stale) and leak-probed once, here (:func:`fusionbench.data.prepare.prepare_cells`, one line per set).
+
 Resume: a cell whose run identity has a FINISHED run is skipped. RUNNING runs whose identity lock nobody holds were
 left by a dead process (a SIGKILLed sweep): they are marked KILLED at start and their cells run again. A cell whose
 lock a live process holds (another sweep is running it) is reported ``busy`` and left alone.
@@ -41,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fusionbench import tracking
 from fusionbench.config import Config, ConfigError, load_config, project_path, to_dict
+from fusionbench.data.prepare import prepare_cells
 
 DEFAULT_RUNNER = "fusionbench.train:run"
 _RANGE = re.compile(r"^(-?\d+):(-?\d+)(?::(-?\d+))?$")
@@ -496,6 +500,8 @@ def run_sweep(overrides: list[str], experiment: str | Path | None = None, worker
     log(f"[sweep] {len(cells)} cells: {len(cells) - len(todo)} already finished, {len(todo)} to run "
         f"({'in-process' if workers < 1 else f'{min(workers, len(todo))} worker process(es)'}); "
         f"{len(report.reaped)} dead RUNNING run(s) marked KILLED")
+    if todo:  # generate + leak-probe each synthetic set once here, so no two workers write one set
+        prepare_cells([c.cfg for c in todo], log)
     progress = _Progress(report, len(todo), workers, log)
     if todo:
         if workers < 1:

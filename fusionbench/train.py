@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from fusionbench import tracking
 from fusionbench.config import dataset_name
 from fusionbench.data.datamodule import AVDataModule
+from fusionbench.data.prepare import log_leak_probe
 from fusionbench.evaluate.conditions import parse_condition
 from fusionbench.evaluate.efficiency import count_params, forward_flops
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
@@ -75,6 +76,7 @@ def run(cfg: DictConfig) -> str:
     label = f"{cfg.fusion}/{dataset_name(cfg)}/s{cfg.seed}"
     with tracking.tracked_run(cfg) as tracked:
         datamodule, task = build(cfg)
+        log_leak_probe(tracked, datamodule, log=lambda line: print(f"[{label}] {line}", flush=True))  # cached
         geometry = (datamodule.audio_shape, datamodule.video_shape)
         train_clips = len(datamodule.data["train"].index)
         tracked.log_metrics(

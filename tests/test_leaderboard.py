@@ -18,12 +18,15 @@ EXP = "lb"
 
 
 def log_run(store: Path, fusion: str, seed: int, metrics: dict[str, float], preset: str = "small",
-            fail: bool = False, experiment: str = EXP) -> str:
+            fail: bool = False, experiment: str = EXP, data: dict | None = None, tags: dict | None = None) -> str:
     cfg = OmegaConf.merge(OmegaConf.structured(Config), {
-        "fusion": fusion, "seed": seed, "preset": preset, "tracking": {"store": str(store), "experiment": experiment}})
+        "fusion": fusion, "seed": seed, "preset": preset, "tracking": {"store": str(store), "experiment": experiment},
+        "data": data or {}})
     try:
         with tracking.tracked_run(cfg) as tr:
             tr.log_metrics(metrics)
+            if tags:
+                tr.set_tags(tags)
             if fail:
                 raise RuntimeError("crashed after logging")
     except RuntimeError:
@@ -162,3 +165,62 @@ def test_empty_store_writes_empty_tables(tmp_path: Path) -> None:
     assert pd.read_csv(paths["leaderboard"]).empty
     assert list(pd.read_csv(paths["leaderboard"]).columns) == leaderboard.LEADERBOARD_COLUMNS
     assert "No finished runs" in paths["markdown"].read_text()
+
+
+def probe(audio: float, video: float, ceiling: float, tolerance: float = 0.05) -> dict[str, float]:
+    """What fusionbench.data.prepare.log_leak_probe logs for a run's synthetic set."""
+    leak = sum(x > ceiling + tolerance for x in (audio, video))
+    return {"data/leak_probe/audio": audio, "data/leak_probe/video": video, "data/leak_probe/ceiling": ceiling,
+            "data/leak_probe/tolerance": tolerance, "data/leak_probe/chance": ceiling, "data/leak_probe/leak": leak}
+
+
+def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
+    store = fresh_store(tmp_path / "results")
+    exp = "probe"
+    ok = {"fb.leak_probe.set": "joint", "fb.leak_probe": "ok"}
+    for seed in (0, 1):  # joint: each modality alone at its 25 % ceiling
+        log_run(store, "late", seed, {"test/av/top1": 0.8, **cost(1.0), **probe(0.248, 0.262, 0.25)},
+                experiment=exp, tags=ok)
+    # sync: audio alone far above chance (the documented first/last-frame leak); video at chance
+    log_run(store, "late", 0, {"test/av/top1": 0.9, **cost(1.0), **probe(0.71, 0.50, 0.50)}, experiment=exp,
+            data={"task": "sync"}, tags={"fb.leak_probe.set": "sync-0badc0de", "fb.leak_probe": "leak"})
+    # modsum: a run that could not probe (no scikit-learn)
+    log_run(store, "late", 0, {"test/av/top1": 0.3, **cost(1.0)}, experiment=exp, data={"task": "modsum"},
+            tags={"fb.leak_probe": "unavailable", "fb.leak_probe.error": "No module named 'sklearn'"})
+    # a real (non-synthetic) dataset has no stated ceiling: no probe line
+    log_run(store, "late", 0, {"test/av/top1": 0.5, **cost(1.0)}, experiment=exp,
+            data={"dataset": "clips", "root": str(tmp_path / "vggsound")})
+    paths = leaderboard.write_leaderboard(store, exp, tmp_path / "out")
+    md = paths["markdown"].read_text()
+    sections = {part.split("\n", 1)[0]: part for part in md.split("\n## ")[1:]}
+    assert set(sections) == {"synth-joint", "synth-sync", "synth-modsum", "vggsound", "Notes"}
+
+    joint = sections["synth-joint"]
+    assert "| joint | 2 | 24.8 % | 26.2 % | 25.0 % (+5.0) | ok |" in joint.splitlines()
+    assert "LEAK" not in joint
+    assert joint.index("Leak probe") < joint.index("| fusion |")  # above the results table
+
+    sync = sections["synth-sync"]
+    assert "| sync-0badc0de | 1 | **71.0 %** | 50.0 % | 50.0 % (+5.0) | ⚠ LEAK: audio |" in sync.splitlines()
+    warning = next(line for line in sync.splitlines() if line.startswith("> ⚠ **LEAK**"))
+    assert "audio alone reaches 71.0 %" in warning and "ceiling 50.0 %" in warning
+    assert sync.index(warning) < sync.index("| fusion |")
+    assert "⚠ LEAK in synth-sync: audio alone reaches 71.0 %" in sections["Notes"]
+
+    modsum = sections["synth-modsum"]
+    assert "Leak probe: not recorded by these runs (unavailable: No module named 'sklearn')" in modsum
+    assert "Leak probe" not in sections["vggsound"]
+
+    runs = pd.read_csv(paths["runs"], keep_default_na=False)
+    assert list(runs.columns[-len(leaderboard.PROBE_COLUMNS):]) == leaderboard.PROBE_COLUMNS
+    assert list(runs.columns[: len(leaderboard.RUN_KEYS)]) == leaderboard.RUN_KEYS
+    flags = runs.groupby("dataset")["leak_probe_leak"].agg(set)
+    assert flags.to_dict() == {"synth-joint": {"none"}, "synth-sync": {"audio"}, "synth-modsum": {""},
+                               "vggsound": {""}}
+    board_csv = pd.read_csv(paths["leaderboard"])
+    assert list(board_csv.columns) == leaderboard.LEADERBOARD_COLUMNS
+    sync_row = board_csv[board_csv["dataset"] == "synth-sync"].iloc[0]
+    assert sync_row["leak_probe_audio"] == pytest.approx(0.71) and sync_row["leak_probe_leak"] == "audio"
+    joint_row = board_csv[board_csv["dataset"] == "synth-joint"].iloc[0]
+    assert joint_row["leak_probe_video"] == pytest.approx(0.262) and joint_row["leak_probe_leak"] == "none"
+    assert board_csv.loc[board_csv["dataset"] == "synth-modsum", "leak_probe_leak"].isna().all()
