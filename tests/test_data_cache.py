@@ -1,4 +1,5 @@
-"""The decoded-tensor cache: hit, miss, invalidation by preprocessing keys, atomic writes, a corrupt entry."""
+"""The decoded-tensor cache: hit, miss, invalidation by preprocessing keys, atomic writes, a corrupt entry; the
+corrupted test sets it stores per condition."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusionbench.data.cache import DecodedSplit, SplitCache, cache_key
+from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache, cache_key
 from fusionbench.data.datamodule import AVDataModule
+from fusionbench.evaluate.conditions import parse_condition
 
 
 def _split(n: int = 3) -> DecodedSplit:
@@ -121,3 +123,55 @@ def test_manifest_content_is_part_of_the_key(synth_cfg, tmp_path: Path) -> None:
     other = AVDataModule(synth_cfg(manifest=str(copy)), decode_workers=1)
     other.setup()
     assert other.cache.key != dm.cache.key and other.decode_count == 39
+
+
+# ------------------------------------------------------------------------------------------------ conditions
+
+
+def _corrupted(name: str, n: int = 3, version: int = 1) -> CorruptedSplit:
+    return CorruptedSplit(condition=name, version=version, index=torch.arange(n), fbank=torch.randn(n, 1, 8, 10))
+
+
+def test_condition_entries_hit_per_condition_and_miss_when_stale(tmp_path: Path) -> None:
+    cache = SplitCache(tmp_path, {"a": 4})
+    index = torch.arange(3)
+    built = []
+
+    def get(name: str, params=None, version: int = 1, index: torch.Tensor = index) -> CorruptedSplit:
+        c = cache if params is None else SplitCache(tmp_path, params)
+        return c.get_or_build_condition("test", name, lambda: built.append(name) or _corrupted(name, version=version),
+                                        index=index, version=version)
+
+    snr = get("audio_snr_0")
+    assert torch.equal(get("audio_snr_0").fbank, snr.fbank) and built == ["audio_snr_0"]  # second lookup: a hit
+    assert not torch.equal(get("audio_snr_-10").fbank, snr.fbank)  # another condition: its own entry
+    assert built == ["audio_snr_0", "audio_snr_-10"] and (cache.hits, cache.misses) == (1, 2)
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["meta.json", "test.audio_snr_-10.pt", "test.audio_snr_0.pt"]
+    get("audio_snr_0", params={"a": 5})  # other preprocessing: another key
+    get("audio_snr_0", version=2)  # other corruption code
+    assert built[2:] == ["audio_snr_0", "audio_snr_0"]
+    assert cache.get_condition("test", "audio_snr_0", index=torch.arange(1, 4), version=2) is None  # other clips
+    with pytest.raises(ValueError, match="file name"):
+        cache.condition_path("test", "../escape")
+
+
+def test_condition_cache_follows_preprocessing_and_is_distinct_per_condition(synth_cfg) -> None:
+    names = ["audio_snr_0", "audio_snr_10", "video_noise_0.25"]
+
+    def module(*conditions: str, **overrides) -> AVDataModule:
+        dm = AVDataModule(synth_cfg(**overrides), conditions=[parse_condition(n) for n in conditions],
+                          decode_workers=1)
+        dm.test_dataloader()
+        return dm
+
+    first = module(*names[:2])
+    assert first.corrupt_count == 2
+    a, b = (first.corrupted("test", parse_condition(n)).fbank for n in names[:2])
+    assert not torch.equal(a, b)  # one entry per condition, not one shared
+    more = module(*names)
+    assert more.corrupt_count == 1 and more.cache.key == first.cache.key  # only the new condition is computed
+    assert module(*names, **{"audio.norm_mean": -4.0}).corrupt_count == 0  # normalised at load time: same entries
+    changed = module(*names, **{"audio.num_mel_bins": 16})
+    assert changed.cache.key != first.cache.key and changed.corrupt_count == 3  # preprocessing changed: rebuilt
+    assert changed.corrupted("test", parse_condition("audio_snr_0")).fbank.shape[2] == 16
+    assert changed.corrupted("test", parse_condition("video_noise_0.25")).fbank.shape[2] == 16

@@ -9,8 +9,14 @@ part of the key.
 Stored per split (``DecodedSplit``): frames uint8 (N, T, H, W, 3), raw fbank (N, 1, n_mels, L) before
 normalisation and SpecAugment, the manifest row of each clip, ``has_audio``, and for the test split the waveform
 float32 (N, S), which test-time corruptions need (``Condition.corrupt`` works on waveform + frames, then the
-features are recomputed). Measured on the default synthetic set: an fbank costs ≈1.3 ms per clip to compute and
+features are recomputed, once per condition: see below). Measured on the default synthetic set: an fbank costs ≈1.3 ms per clip to compute and
 ≈0.02 ms to load, so fbanks are stored (float32: 20 KB a clip, exact); waveforms (128 KB a clip) only where needed.
+
+Corrupted test sets (``CorruptedSplit``): ``cache_dir/<key>/<split>.<condition>.pt``, i.e. the preprocessing key
+plus the condition name, holds the split as one corrupting condition changes it — only the modality it corrupts:
+the raw fbank of the corrupted waveforms (audio conditions) or the corrupted uint8 frames (video conditions). The
+corruptions are deterministic (seeded by condition and clip), so every run on the same data shares them. An entry
+also records the corruption code's version and the clean split's rows; a mismatch is a miss (rebuilt).
 
 Files are written to a temporary name and renamed, so a killed process never leaves a corrupt cache entry.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +35,7 @@ import torch
 from torch import Tensor
 
 CACHE_VERSION = 1  # bump when the stored layout or the decode/feature code changes what is stored
+_ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # condition names as file-name parts (parse_condition's are)
 
 
 @dataclass
@@ -56,6 +64,39 @@ class DecodedSplit:
         )
 
 
+@dataclass
+class CorruptedSplit:
+    """One split as one corrupting test condition changes it; only the corrupted modality is stored."""
+
+    condition: str  # the condition's name
+    version: int  # the corruption code's version (``conditions.CORRUPTION_VERSION``)
+    index: Tensor  # int64 (N,): the clean split's manifest rows, in its order
+    fbank: Tensor | None = None  # float32 (N, 1, n_mels, L): raw fbank of the corrupted waveforms (audio)
+    frames: Tensor | None = None  # uint8 (N, T, H, W, 3): corrupted frames (video)
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"condition": self.condition, "version": self.version, "index": self.index, "fbank": self.fbank,
+                "frames": self.frames}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CorruptedSplit":
+        return cls(condition=d["condition"], version=int(d["version"]), index=d["index"], fbank=d.get("fbank"),
+                   frames=d.get("frames"))
+
+    def over(self, clean: DecodedSplit) -> DecodedSplit:
+        """``clean`` with the corrupted modality swapped in (no waveform: nothing is to be corrupted further)."""
+        if not torch.equal(self.index, clean.index):
+            raise ValueError(f"corrupted split {self.condition} is of other clips than the clean split")
+        return DecodedSplit(
+            index=clean.index, frames=clean.frames if self.frames is None else self.frames,
+            fbank=clean.fbank if self.fbank is None else self.fbank, has_audio=clean.has_audio, waveform=None,
+            skipped=list(clean.skipped),
+        )
+
+
 def cache_key(params: dict[str, Any]) -> str:
     """Hash of the preprocessing parameters (JSON with sorted keys)."""
     blob = json.dumps({"version": CACHE_VERSION, **params}, sort_keys=True, default=str)
@@ -65,7 +106,9 @@ def cache_key(params: dict[str, Any]) -> str:
 class SplitCache:
     """``get_or_build(split, build)``: load ``<dir>/<split>.pt`` or build, store and return it.
 
-    ``root`` None disables caching (every call builds). ``hits`` / ``misses`` count lookups.
+    ``get_or_build_condition(split, condition, build, …)`` does the same for a corrupted split,
+    ``<dir>/<split>.<condition>.pt``. ``root`` None disables caching (every call builds). ``hits`` / ``misses``
+    count lookups of both kinds.
     """
 
     def __init__(self, root: str | Path | None, params: dict[str, Any]) -> None:
@@ -78,33 +121,74 @@ class SplitCache:
     def path(self, split: str) -> Path | None:
         return self.dir / f"{split}.pt" if self.dir else None
 
-    def get(self, split: str) -> DecodedSplit | None:
-        path = self.path(split)
+    def condition_path(self, split: str, condition: str) -> Path | None:
+        if not _ENTRY_NAME.match(condition):
+            raise ValueError(f"condition name {condition!r} is not usable in a cache file name")
+        return self.dir / f"{split}.{condition}.pt" if self.dir else None
+
+    def _load(self, path: Path | None) -> dict[str, Any] | None:
         if path is None or not path.is_file():
-            self.misses += 1
             return None
         try:
-            data = torch.load(path, mmap=True, weights_only=True)
+            return torch.load(path, mmap=True, weights_only=True)
         except Exception:  # unreadable (e.g. written by another torch): treat as a miss and rebuild
-            self.misses += 1
             return None
-        self.hits += 1
-        return DecodedSplit.from_dict(data)
+
+    def _count(self, found: Any) -> Any:
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def get(self, split: str) -> DecodedSplit | None:
+        data = self._load(self.path(split))
+        return self._count(None if data is None else DecodedSplit.from_dict(data))
 
     def put(self, split: str, data: DecodedSplit) -> None:
         if self.dir is None:
             return
+        self._write(self.path(split), data.to_dict())
+
+    def _write(self, path: Path, payload: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.exists():
             _atomic(meta, lambda f: f.write(json.dumps(self.params, indent=2, sort_keys=True, default=str).encode()))
-        _atomic(self.path(split), lambda f: torch.save(data.to_dict(), f))
+        _atomic(path, lambda f: torch.save(payload, f))
 
     def get_or_build(self, split: str, build: Callable[[], DecodedSplit]) -> DecodedSplit:
         data = self.get(split)
         if data is None:
             data = build()
             self.put(split, data)
+        return data
+
+    def get_condition(self, split: str, condition: str, *, index: Tensor, version: int) -> CorruptedSplit | None:
+        """The stored corrupted split, or None (a miss) if absent, unreadable, of another corruption version or
+        of other clips than ``index`` (the clean split's rows)."""
+        data = self._load(self.condition_path(split, condition))
+        try:
+            found = None if data is None else CorruptedSplit.from_dict(data)
+        except (KeyError, TypeError, ValueError):
+            found = None
+        if found is not None and (found.condition != condition or found.version != version
+                                  or not torch.equal(found.index, index)):
+            found = None
+        return self._count(found)
+
+    def put_condition(self, split: str, data: CorruptedSplit) -> None:
+        path = self.condition_path(split, data.condition)
+        if path is not None:
+            self._write(path, data.to_dict())
+
+    def get_or_build_condition(
+        self, split: str, condition: str, build: Callable[[], CorruptedSplit], *, index: Tensor, version: int
+    ) -> CorruptedSplit:
+        data = self.get_condition(split, condition, index=index, version=version)
+        if data is None:
+            data = build()
+            self.put_condition(split, data)
         return data
 
 

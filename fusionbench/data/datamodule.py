@@ -14,8 +14,12 @@ in the manifest (stable across splits and runs).
 - Train batches are shuffled by a ``torch.Generator`` seeded from ``seed`` and get SpecAugment; val/test never do.
 - ``test_dataloader()`` returns a list: [clean test set, one loader per corrupting condition]; ``test_conditions[i]``
   lists the conditions evaluated on loader i (the clean loader carries every non-corrupting one, e.g. av /
-  audio_only / video_only). A corrupting loader applies ``condition.corrupt(waveform, frames, clip_index)`` and
-  recomputes the fbank from the corrupted waveform.
+  audio_only / video_only). A corrupting loader serves the test split as that condition corrupts it, computed once
+  per (preprocessing key, condition) by ``corrupt_split`` and kept in the cache (``cache.CorruptedSplit``), so
+  every later run on the same data loads it: audio conditions store the raw fbank of the corrupted waveforms,
+  video conditions the corrupted frames; the other modality is the clean split's. The features are bit-identical
+  to corrupting each clip with ``condition.corrupt(waveform, frames, clip_index)`` and recomputing its fbank
+  (``ClipDataset(condition=…)``, the reference path).
 """
 from __future__ import annotations
 
@@ -36,21 +40,26 @@ from torch.utils.data import DataLoader, Dataset
 
 from fusionbench.config import DataConfig, project_path
 from fusionbench.data import synthetic
-from fusionbench.data.cache import DecodedSplit, SplitCache
+from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, assign_splits, file_hash, read_manifest
 from fusionbench.data.media import MediaError, decode_job
-from fusionbench.evaluate.conditions import Condition
+from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 WAVEFORM_SPLITS = ("test",)  # splits whose waveform is kept (test-time corruptions need it)
 PARALLEL_DECODE_MIN = 200  # decode in a process pool only above this many clips
+CORRUPT_CHUNK = 64  # clips per vectorised video corruption (bounds the float copy: 64 × T·H·W·3 × 4 bytes)
 
 
 class ClipDataset(Dataset):
-    """Items of one decoded split, optionally corrupted by one test condition."""
+    """Items of one decoded split, optionally corrupted by one test condition.
+
+    With ``condition``, each item is corrupted on the fly and its fbank recomputed: the per-clip reference path.
+    The datamodule's test loaders instead serve precomputed corrupted splits (``corrupt_split``) with no condition.
+    """
 
     def __init__(
         self,
@@ -142,6 +151,33 @@ def decode_split(
         )
 
 
+def corrupt_split(
+    data: DecodedSplit, condition: Condition, audio: AudioFeatures, chunk: int = CORRUPT_CHUNK
+) -> CorruptedSplit:
+    """The clips of ``data`` as ``condition`` corrupts them, as stacked tensors (only the modality it changes).
+
+    Audio: the raw fbank (``audio.raw``, as for clean clips) of each clip's corrupted waveform. Video: the
+    corrupted uint8 frames, vectorised over ``chunk`` clips at a time (``Condition.corrupt_frames``). Bit-identical
+    to ``condition.corrupt(waveform, frames, index)`` per clip.
+    """
+    if not condition.corrupts:
+        raise ValueError(f"condition {condition.name} does not corrupt its inputs")
+    indices = data.index.tolist()
+    out = CorruptedSplit(condition=condition.name, version=CORRUPTION_VERSION, index=data.index.clone())
+    with single_thread():  # the reference path's threading (ClipDataset.__getitem__): same reductions, same bits
+        if condition.corrupted_modality == "audio":
+            if data.waveform is None:
+                raise ValueError(f"condition {condition.name} needs waveforms, which this split does not store")
+            fbanks = [audio.raw(condition.corrupt(data.waveform[i], data.frames[i], index)[0])
+                      for i, index in enumerate(indices)]  # each (1, n_mels, L)
+            out.fbank = torch.stack(fbanks) if fbanks else torch.zeros(0, 1, *audio.shape)
+        else:
+            parts = [condition.corrupt_frames(data.frames[start : start + chunk], indices[start : start + chunk])
+                     for start in range(0, len(indices), chunk)]
+            out.frames = torch.cat(parts) if parts else data.frames[:0].clone()
+    return out
+
+
 def window_start(clip: Clip, clip_seconds: float) -> float:
     """Where the fixed-length window starts: ``start_s``, or centred on [start_s, end_s] when end_s is given.
 
@@ -189,8 +225,10 @@ class AVDataModule(L.LightningDataModule):
         self.spec_augment = SpecAugment(int(data_cfg.audio.freqm), int(data_cfg.audio.timem))
         self.skipped: list[tuple[str, str]] = []
         self.decode_count = 0  # clips decoded by this module (0 on a full cache hit)
+        self.corrupt_count = 0  # corrupted splits computed by this module (0 when all came from the cache)
         self.cache: SplitCache | None = None
         self.data: dict[str, DecodedSplit] = {}
+        self._corrupted: dict[tuple[str, str], DecodedSplit] = {}  # (split, condition name) → corrupted split
         self._clips: list[Clip] | None = None
         self._class_names: list[str] | None = None
 
@@ -369,12 +407,33 @@ class AVDataModule(L.LightningDataModule):
                 raise ValueError(f"{clips[row].path}: {len(clips[row].labels)} labels in a single-label dataset")
         return torch.tensor([clips[row].labels[0] for row in rows], dtype=torch.int64)
 
-    def dataset(self, split: str, condition: Condition | None = None) -> ClipDataset:
+    def corrupted(self, split: str, condition: Condition) -> DecodedSplit:
+        """``split`` as ``condition`` corrupts it: loaded from the cache, or computed (and stored) once."""
         if not self.data:
             self.setup()
+        key = (split, condition.name)
+        if key not in self._corrupted:
+            clean = self.data[split]
+
+            def build() -> CorruptedSplit:
+                self.corrupt_count += 1
+                return corrupt_split(clean, condition, self.audio_features)
+
+            stored = self.cache.get_or_build_condition(split, condition.name, build, index=clean.index,
+                                                       version=CORRUPTION_VERSION)
+            self._corrupted[key] = stored.over(clean)
+        return self._corrupted[key]
+
+    def dataset(self, split: str, condition: Condition | None = None) -> ClipDataset:
+        """The items of ``split``; with a corrupting ``condition``, as it corrupts them (``corrupted``)."""
+        if not self.data:
+            self.setup()
+        data = self.data[split]
+        if condition is not None and condition.corrupts:
+            data = self.corrupted(split, condition)
         return ClipDataset(
-            self.data[split], self.labels(split), self.audio_features, self.video_features,
-            augment=self.spec_augment if split == "train" else None, condition=condition,
+            data, self.labels(split), self.audio_features, self.video_features,
+            augment=self.spec_augment if split == "train" else None,
         )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

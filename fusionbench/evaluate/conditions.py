@@ -8,6 +8,8 @@ Names are metric-safe (MLflow keeps ``[A-Za-z0-9_/. -]``) and appear as ``test/<
 - ``video_occlusion_<frac>``: a black square covering ``frac`` of every frame's area at a random place per clip.
 
 Corruptions are deterministic: each clip's noise comes from a generator seeded by (condition, clip index).
+``Condition.corrupt`` (one clip) is the reference; ``Condition.corrupt_frames`` corrupts the frames of a whole
+split at once, bit-identical to it (the datamodule caches each corrupted test split, see ``data/datamodule.py``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -23,6 +26,7 @@ from fusionbench.config import ConfigError
 
 _CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion)_(-?\d+(?:\.\d+)?)$")
 CLEAN = {"av": None, "audio_only": "video", "video_only": "audio"}  # condition → the modality it drops
+CORRUPTION_VERSION = 1  # bump when a corruption's output changes: cached corrupted test sets are then rebuilt
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,54 @@ class Condition:
     def corrupts(self) -> bool:
         return self.kind is not None
 
+    @property
+    def corrupted_modality(self) -> str | None:
+        """The input a corrupting condition changes, "audio" or "video" (the other stays clean); None if clean."""
+        if self.kind is None:
+            return None
+        return "audio" if self.kind == "audio_snr" else "video"
+
+    def generator(self, clip_index: int) -> torch.Generator:
+        """The generator of one clip's corruption, seeded by (condition name, clip index)."""
+        return torch.Generator().manual_seed(zlib.crc32(f"{self.name}/{clip_index}".encode()))
+
     def corrupt(self, waveform: Tensor, frames: Tensor, clip_index: int) -> tuple[Tensor, Tensor]:
         """``waveform`` (S,) float; ``frames`` (T, H, W, 3) uint8 → corrupted copies of both."""
         if self.kind is None:
             return waveform, frames
-        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.name}/{clip_index}".encode()))
+        gen = self.generator(clip_index)
         if self.kind == "audio_snr":
             return add_noise_at_snr(waveform, self.level, gen), frames
         if self.kind == "video_noise":
             return waveform, gaussian_pixel_noise(frames, self.level, gen)
         return waveform, occlude(frames, self.level, gen)
+
+    def corrupt_frames(self, frames: Tensor, clip_indices: Sequence[int]) -> Tensor:
+        """Frames of several clips ``(N, T, H, W, 3)`` uint8 → corrupted copies, vectorised over the clips
+        (``frames`` itself for a condition that leaves video clean).
+
+        Bit-identical to ``corrupt(…, frames[i], clip_indices[i])[1]`` for each i: the random draws are made per
+        clip from the same generators, the element-wise arithmetic is the same.
+        """
+        if self.corrupted_modality != "video":
+            return frames
+        if frames.shape[0] != len(clip_indices):
+            raise ValueError(f"{frames.shape[0]} clips but {len(clip_indices)} clip indices")
+        if self.kind == "video_noise":
+            noise = torch.empty(frames.shape, dtype=torch.float32)  # (N, T, H, W, 3)
+            for i, clip_index in enumerate(clip_indices):
+                noise[i] = torch.randn(frames.shape[1:], generator=self.generator(clip_index))
+            noisy = frames.float() / 255 + self.level * noise
+            return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
+        n, _, h, w, _ = frames.shape
+        boxes = torch.tensor([occlusion_box(h, w, self.level, self.generator(c)) for c in clip_indices],
+                             dtype=torch.int64).reshape(n, 4)  # (N, 4): top, left, side_h, side_w
+        top, left, side_h, side_w = boxes.unbind(1)
+        rows, cols = torch.arange(h), torch.arange(w)
+        in_rows = (rows >= top[:, None]) & (rows < (top + side_h)[:, None])  # (N, H)
+        in_cols = (cols >= left[:, None]) & (cols < (left + side_w)[:, None])  # (N, W)
+        box = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
+        return frames.masked_fill(box[:, None, :, :, None], 0)
 
 
 def parse_condition(name: str) -> Condition:
@@ -81,9 +123,15 @@ def gaussian_pixel_noise(frames: Tensor, sigma: float, gen: torch.Generator) -> 
 def occlude(frames: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
     """A black square of area ``fraction`` of the frame, at the same random place in every frame of the clip."""
     _, h, w, _ = frames.shape
-    side_h, side_w = round(h * math.sqrt(fraction)), round(w * math.sqrt(fraction))
-    top = int(torch.randint(0, h - side_h + 1, (1,), generator=gen))
-    left = int(torch.randint(0, w - side_w + 1, (1,), generator=gen))
+    top, left, side_h, side_w = occlusion_box(h, w, fraction, gen)
     out = frames.clone()
     out[:, top : top + side_h, left : left + side_w] = 0
     return out
+
+
+def occlusion_box(h: int, w: int, fraction: float, gen: torch.Generator) -> tuple[int, int, int, int]:
+    """(top, left, side_h, side_w) of the occluding square in an h × w frame; draws top, then left, from ``gen``."""
+    side_h, side_w = round(h * math.sqrt(fraction)), round(w * math.sqrt(fraction))
+    top = int(torch.randint(0, h - side_h + 1, (1,), generator=gen))
+    left = int(torch.randint(0, w - side_w + 1, (1,), generator=gen))
+    return top, left, side_h, side_w
