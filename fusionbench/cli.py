@@ -35,24 +35,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def grid_from_experiment(experiment: str | None, overrides: list[str]) -> list[str]:
-    """The experiment file's ``sweep:`` grid as ``key=a,b,c`` overrides; command-line keys win over the file's."""
+def grid_from_experiment(experiment: str | None, overrides: list[str]) -> list[list[str]]:
+    """The experiment file's ``sweep:`` as override grids (``key=a,b,c``), one per block; command-line keys win.
+
+    ``sweep:`` is one mapping (one grid) or a list of mappings (the union of their grids, e.g. a longer schedule for
+    one task). Without an experiment file the command line is the one grid.
+    """
     if not experiment:
-        return list(overrides)
+        return [list(overrides)]
     from omegaconf import OmegaConf
 
     path = Path(experiment) if Path(experiment).exists() else project_path("experiments") / experiment
-    grid = OmegaConf.to_container(OmegaConf.load(path)).get("sweep") or {}
+    sweep = OmegaConf.to_container(OmegaConf.load(path)).get("sweep") or {}
+    blocks = sweep if isinstance(sweep, list) else [sweep]
     given = {o.split("=", 1)[0] for o in overrides}
-    from_file = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in grid.items() if k not in given]
-    return from_file + list(overrides)
+    grids = []
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path}: each sweep block must be a mapping of key: [values], got {block!r}")
+        from_file = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in block.items() if k not in given]
+        grids.append(from_file + list(overrides))
+    return grids
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from fusionbench.sweep import run_sweep
 
-    overrides = grid_from_experiment(args.experiment, args.overrides)
-    report = run_sweep(overrides, experiment=args.experiment, workers=args.workers)
+    grids = grid_from_experiment(args.experiment, args.overrides)
+    report = run_sweep(grids, experiment=args.experiment, workers=args.workers)
     print(report)
     if args.leaderboard:
         _write_leaderboard(args.experiment, args.overrides)

@@ -476,7 +476,14 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def run_sweep(overrides: list[str], experiment: str | Path | None = None, workers: int = 1,
+def expand_grids(grids: list[str] | list[list[str]]) -> list[list[str]]:
+    """One grid (a list of overrides) or several (a list of such lists) → the cells of their union, in order."""
+    if grids and all(isinstance(g, list) for g in grids):
+        return [cell for grid in grids for cell in expand_grid(grid)]
+    return expand_grid(list(grids))
+
+
+def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | None = None, workers: int = 1,
               runner: str = DEFAULT_RUNNER, log: Callable[[str], None] = _print,
               start_method: str = "forkserver") -> SweepReport:
     """Expand, validate, skip FINISHED identities, reap dead RUNNING runs, run the rest; never raises for a cell."""
@@ -484,7 +491,7 @@ def run_sweep(overrides: list[str], experiment: str | Path | None = None, worker
     module, sep, name = runner.partition(":")
     if not (module and sep and name):
         raise ConfigError(f"runner {runner!r} is not 'module:function'")
-    cells = plan(expand_grid(overrides), experiment)
+    cells = plan(expand_grids(overrides), experiment)
     report = SweepReport(total=len(cells))
     finished: dict[tuple[str, str], set[str]] = {}
     for target in dict.fromkeys((c.store, c.experiment) for c in cells):

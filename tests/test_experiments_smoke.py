@@ -29,7 +29,7 @@ from fusionbench.config import EXPERIMENTS, DataConfig, load_config
 from fusionbench.data.features import AudioFeatures
 from fusionbench.data.synthetic import TASKS
 from fusionbench.registry import PRESETS, create_model
-from fusionbench.sweep import expand_grid, plan
+from fusionbench.sweep import expand_grids, plan
 from fusionbench.train import run
 
 CONFIGS = sorted(EXPERIMENTS.rglob("*.yaml"))
@@ -87,9 +87,10 @@ def test_config_loads_and_builds(path: Path):
 
 @pytest.mark.parametrize("path", SWEEPS, ids=_id)
 def test_every_sweep_cell_validates_and_builds(path: Path):
-    grid = OmegaConf.to_container(OmegaConf.load(path))["sweep"]
-    cells = expand_grid(grid_from_experiment(str(path), []))
-    assert len(cells) == math.prod(len(v) if isinstance(v, list) else 1 for v in grid.values())
+    sweep = OmegaConf.to_container(OmegaConf.load(path))["sweep"]
+    blocks = sweep if isinstance(sweep, list) else [sweep]  # one grid, or a list whose union is swept
+    cells = expand_grids(grid_from_experiment(str(path), []))
+    assert len(cells) == sum(math.prod(len(v) if isinstance(v, list) else 1 for v in b.values()) for b in blocks)
     planned = plan(cells, path)  # load_config on every cell; raises ConfigError naming the cell
     assert len(planned) == len(cells), "two cells of the grid are the same run"
     built = set()

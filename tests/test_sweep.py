@@ -227,3 +227,23 @@ def test_spawn_workers_work_too(tmp_path: Path) -> None:
                              log=lambda line: None, start_method="spawn")
     assert [o.status for o in report.outcomes] == ["finished", "failed"]
     assert _statuses(store) == {"FINISHED": 1, "FAILED": 1}
+
+
+def test_a_list_of_grids_sweeps_their_union(tmp_path):
+    """``sweep:`` as a list of blocks: each block is crossed on its own, the cells are their union, and a
+    command-line key replaces the file's key in every block."""
+    from fusionbench.cli import grid_from_experiment
+
+    path = tmp_path / "two_blocks.yaml"
+    path.write_text(
+        "sweep:\n"
+        "  - {data.task: [joint], fusion: [late, mbt]}\n"
+        "  - {data.task: [modsum], train.max_epochs: [3], fusion: [late]}\n"
+    )
+    grids = grid_from_experiment(str(path), ["seed=0,1"])
+    cells = sweep.expand_grids(grids)
+    assert len(cells) == 2 * 2 + 1 * 2
+    assert ["data.task=modsum", "train.max_epochs=3", "fusion=late", "seed=1"] in cells
+    assert all("seed=" in " ".join(c) for c in cells)
+    assert grid_from_experiment(str(path), ["fusion=early"])[0] == ["data.task=joint", "fusion=early"]
+    assert sweep.expand_grids(["fusion=late,mbt"]) == sweep.expand_grid(["fusion=late,mbt"])
