@@ -19,7 +19,6 @@ The leaderboard (``fusionbench/leaderboard.py``) shows the probe per dataset and
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -34,6 +33,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fusionbench.config import PROJECT_ROOT, dataset_name, project_path
+from fusionbench.data.manifest import file_hash
+from fusionbench.data.synthetic import atomic_write_text
 
 PROBE_FILE = "leak_probe.json"
 PROBE_MAX_CLIPS = 3000  # the probe reads the first clips of a larger set (3000 clips: ~20 s on 2 cores)
@@ -97,19 +98,15 @@ class ProbeRecord:
         return f"{text} — ok"
 
 
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def probe_key(set_dir: str | Path, max_clips: int | None = PROBE_MAX_CLIPS) -> dict[str, Any]:
     """What a cached probe result depends on: the set's generator.json and clips.csv, the probe's code, max_clips."""
     from fusionbench.data import leak_probe
 
     set_dir = Path(set_dir)
     return {
-        "generator_sha256": _file_hash(set_dir / "generator.json"),
-        "manifest_sha256": _file_hash(set_dir / "clips.csv"),
-        "probe_sha256": _file_hash(Path(leak_probe.__file__)),
+        "generator_sha256": file_hash(set_dir / "generator.json"),
+        "manifest_sha256": file_hash(set_dir / "clips.csv"),
+        "probe_sha256": file_hash(Path(leak_probe.__file__)),
         "max_clips": max_clips,
     }
 
@@ -149,9 +146,7 @@ def cached_leak_probe(set_dir: str | Path, *, max_clips: int | None = PROBE_MAX_
         saved = {"key": key, "result": result, "seconds": round(seconds, 3),
                  "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         path = set_dir / PROBE_FILE
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(saved, indent=2, sort_keys=True) + "\n")
         return ProbeRecord(result, path, False, seconds)
 
 

@@ -462,7 +462,7 @@ def generate(
         with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
             pool.map(_write_many, jobs, chunksize=1)
     info = generator_info(spec, n, seed, params, drop_p, val_frac, test_frac)
-    _atomic_write(out / "generator.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "generator.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
     tmp = out / f".clips.csv.{os.getpid()}.tmp"
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, lineterminator="\n")
@@ -472,7 +472,8 @@ def generate(
     return out / "clips.csv"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -77,8 +77,7 @@ class Condition:
             noise = torch.empty(frames.shape, dtype=torch.float32)  # (N, T, H, W, 3)
             for i, clip_index in enumerate(clip_indices):
                 noise[i] = torch.randn(frames.shape[1:], generator=self.generator(clip_index))
-            noisy = frames.float() / 255 + self.level * noise
-            return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
+            return add_pixel_noise(frames, self.level, noise)
         n, _, h, w, _ = frames.shape
         boxes = torch.tensor([occlusion_box(h, w, self.level, self.generator(c)) for c in clip_indices],
                              dtype=torch.int64).reshape(n, 4)  # (N, 4): top, left, side_h, side_w
@@ -116,7 +115,12 @@ def add_noise_at_snr(waveform: Tensor, snr_db: float, gen: torch.Generator) -> T
 
 
 def gaussian_pixel_noise(frames: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
-    noisy = frames.float() / 255 + sigma * torch.randn(frames.shape, generator=gen)
+    return add_pixel_noise(frames, sigma, torch.randn(frames.shape, generator=gen))
+
+
+def add_pixel_noise(frames: Tensor, sigma: float, noise: Tensor) -> Tensor:
+    """uint8 frames + sigma · noise (pixels in [0, 1]), clamped and rounded back to uint8."""
+    noisy = frames.float() / 255 + sigma * noise
     return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
