@@ -66,6 +66,9 @@ class DataConfig:
     clip_seconds: float = 2.0
     multilabel: bool = False
     on_error: str = "raise"  # raise | skip: what a corrupt/missing clip does
+    # train: normalise audio and video by the training split's own statistics (AST's dataset-statistics recipe);
+    # config: by audio.norm_mean / norm_std and video.mean / std as given (a pretrained backbone's statistics)
+    norm_stats: str = "train"
     cache_dir: str = "data/cache"  # decoded-tensor cache; "" disables it
     batch_size: int = 64
     num_workers: int = 0
@@ -189,7 +192,8 @@ def validate(cfg: DictConfig) -> None:
         validate_overrides(cfg.fusion, dict(cfg.model))
     except KeyError as exc:
         raise ConfigError(f"model.{exc.args[0]}") from None
-    choices = {"data.dataset": ("synth", "clips"), "data.task": ("joint", "modsum", "sync"), "data.on_error": ("raise", "skip")}
+    choices = {"data.dataset": ("synth", "clips"), "data.task": ("joint", "modsum", "sync"), "data.on_error": ("raise", "skip"),
+               "data.norm_stats": ("train", "config")}
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if key == "data.task" and cfg.data.dataset != "synth":

@@ -85,6 +85,7 @@ def run(cfg: DictConfig) -> str:
                 "model/gflops": forward_flops(task.model, *geometry) / 1e9,
                 "data/skipped": len(datamodule.skipped),
                 "data/train_clips": train_clips,
+                **{f"data/norm/{k}": v for k, v in datamodule.norm_stats.items()},
             }
         )
         print(f"[{label}] {count_params(task.model):,} parameters, {train_clips} training clips", flush=True)

@@ -42,7 +42,34 @@ def test_batch_contract(dm: AVDataModule) -> None:
     assert batch["index"].shape == (8,) and batch["index"].dtype == torch.int64
     assert dm.num_classes == 16 and len(dm.class_names) == 16 and not dm.multilabel
     assert dm.audio_shape == (32, 160) and dm.video_shape == (16, 32, 32)
-    assert batch["video"].min() >= -1 and batch["video"].max() <= 1  # (x/255 - 0.5) / 0.5
+    assert set(dm.norm_stats) == {"audio_mean", "audio_std", *(f"video_{s}_{c}" for s in ("mean", "std") for c in "rgb")}
+
+
+def _stacked(dm: AVDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    items = [dm.dataset(split)[i] for i in range(len(dm.data[split]))]
+    return torch.stack([x["audio"] for x in items]), torch.stack([x["video"] for x in items])
+
+
+def test_train_statistics_normalise_the_training_split(dm: AVDataModule) -> None:
+    audio, video = _stacked(dm, "train")  # (N, 1, n_mels, L), (N, 3, T, H, W)
+    assert abs(audio.double().mean().item()) < 1e-4 and abs(audio.double().std().item() - 1) < 1e-4
+    per_channel = video.double().transpose(0, 1).reshape(3, -1)  # (3, N·T·H·W)
+    assert per_channel.mean(1).abs().max() < 1e-4 and (per_channel.std(1) - 1).abs().max() < 1e-3
+    pixels = dm.data["train"].frames.double().div(255).reshape(-1, 3).numpy()  # reference: numpy, float64
+    np.testing.assert_allclose([dm.norm_stats[f"video_mean_{c}"] for c in "rgb"], pixels.mean(0), rtol=1e-9)
+    np.testing.assert_allclose([dm.norm_stats[f"video_std_{c}"] for c in "rgb"], pixels.std(0), rtol=1e-9)
+    test_audio, test_video = _stacked(dm, "test")  # the train statistics apply to every split
+    raw = dm.data["test"].fbank
+    torch.testing.assert_close(test_audio, (raw - dm.norm_stats["audio_mean"]) / dm.norm_stats["audio_std"])
+
+
+def test_config_statistics_are_used_as_given(shared_cfg) -> None:
+    module = AVDataModule(shared_cfg(norm_stats="config"), seed=0, decode_workers=1)
+    module.setup()
+    audio, video = _stacked(module, "train")
+    assert module.norm_stats == {}
+    torch.testing.assert_close(audio, module.data["train"].fbank)  # norm_mean 0, norm_std 1
+    assert video.min() >= -1 and video.max() <= 1  # (x/255 - 0.5) / 0.5
 
 
 def test_splits_are_disjoint_and_labels_match_the_manifest(dm: AVDataModule) -> None:

@@ -48,7 +48,8 @@ class AudioFeatures:
         self.frame_shift_ms = float(audio_cfg.frame_shift_ms)
         self.target_length = int(audio_cfg.target_length)
         self.norm_mean = float(audio_cfg.norm_mean)
-        self.norm_div = float(audio_cfg.norm_std_scale) * float(audio_cfg.norm_std)
+        self.norm_std_scale = float(audio_cfg.norm_std_scale)
+        self.norm_div = self.norm_std_scale * float(audio_cfg.norm_std)
 
     @property
     def shape(self) -> tuple[int, int]:
