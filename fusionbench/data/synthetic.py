@@ -15,8 +15,8 @@ Tasks (``TASKS``; the rows of reference/synthetic-tasks.md):
 
 - ``joint`` (16): label = shape·4 + pitch. Each modality alone knows only its own factor: ceiling 1/4.
 - ``modsum`` (4): label = (shape + pitch) mod 4. Each modality alone is at chance. The object is still and of one
-  colour, with milder noise (``TaskSpec.motion``, ``colour``): the interaction has no gradient signal until both
-  factors are salient (fusionbench's choice, measured; see ``TASKS``).
+  colour, there are no events, and the noise is milder (``TaskSpec.motion``, ``colour``, ``events``): the
+  interaction has no gradient signal until both factors are salient (fusionbench's choice, measured; see ``TASKS``).
 - ``sync`` (2): 1 if the audio bursts fall on the visual flash frames, 0 if they are the same rhythm circularly
   shifted. Leak-free by construction (fusionbench's rule): visual events are a uniform k-subset of all T frames
   (first and last included), a negative's shift is uniform over the shifts that put every burst ≥ ``min_shift``
@@ -91,12 +91,13 @@ TASKS: dict[str, TaskSpec] = {
         "joint", 16, "shape·4 + pitch", 0.25,
         tuple(f"{s}_{int(p)}hz" for s in SHAPES for p in PITCHES_HZ),
     ),
-    # modsum has no linear signal in either modality (an XOR of shape and pitch): with motion, colour, σ 0.25 and
-    # 0 dB no fusion left chance in 500 steps (measured); a still, single-colour object and milder noise make the
-    # factors salient, and early/mid fusion solve it in ~300 steps of batch 64 on the small preset.
+    # modsum has no linear signal in either modality (an XOR of shape and pitch), so training has no gradient until
+    # the model finds the interaction. With motion, colour, σ 0.25 and 0 dB no fusion left chance in 500 steps
+    # (measured). Here the factors are made salient: a still, single-colour object, no events (the pitch sounds
+    # at one level through the clip and the shape shows in every frame), σ 0.1 and 10 dB.
     "modsum": TaskSpec(
         "modsum", 4, "(shape + pitch) mod 4", 0.25, tuple(f"sum{k}" for k in range(4)),
-        video_noise=0.1, audio_snr_db=10.0, motion=False, colour="red",
+        video_noise=0.1, audio_snr_db=10.0, events=(0, 0), motion=False, colour="red",
     ),
     "sync": TaskSpec(
         "sync", 2, "1 if the audio bursts coincide with the visual flashes, 0 if circularly shifted by ≥ 2 frames",
