@@ -94,10 +94,13 @@ TASKS: dict[str, TaskSpec] = {
     # modsum has no linear signal in either modality (an XOR of shape and pitch), so training has no gradient until
     # the model finds the interaction. With motion, colour, σ 0.25 and 0 dB no fusion left chance in 500 steps
     # (measured). Here the factors are made salient: a still, single-colour object, no events (the pitch sounds
-    # at one level through the clip and the shape shows in every frame), σ 0.1 and 10 dB.
+    # at one level through the clip and the shape shows in every frame), σ 0.03 and 20 dB. Little noise also leaves
+    # little to memorise: at σ 0.1 / 10 dB late fusion and MBT fitted the 2,100 training clips' noise (train loss
+    # 1.03, validation at chance) before MBT found the interaction; at σ 0.03 / 20 dB late fusion's train loss stays
+    # at ln 4 and MBT escapes in 3 of 3 seeds (measured, batch 32, 6 epochs).
     "modsum": TaskSpec(
         "modsum", 4, "(shape + pitch) mod 4", 0.25, tuple(f"sum{k}" for k in range(4)),
-        video_noise=0.1, audio_snr_db=10.0, events=(0, 0), motion=False, colour="red",
+        video_noise=0.03, audio_snr_db=20.0, events=(0, 0), motion=False, colour="red",
     ),
     "sync": TaskSpec(
         "sync", 2, "1 if the audio bursts coincide with the visual flashes, 0 if circularly shifted by ≥ 2 frames",
