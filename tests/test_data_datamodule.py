@@ -63,6 +63,20 @@ def test_train_statistics_normalise_the_training_split(dm: AVDataModule) -> None
     torch.testing.assert_close(test_audio, (raw - dm.norm_stats["audio_mean"]) / dm.norm_stats["audio_std"])
 
 
+def test_batched_fetch_is_bit_identical_to_per_item(dm: AVDataModule) -> None:
+    from torch.utils.data import default_collate
+
+    for split in ("train", "test"):
+        dataset = dm.dataset(split)
+        rows = [5, 0, 3, 3] if split == "train" else [1, 2]
+        batched = dataset.__getitems__(rows)
+        reference = default_collate([dataset[i] for i in rows])
+        assert batched.keys() == reference.keys()
+        for key in reference:
+            assert batched[key].dtype == reference[key].dtype
+            assert torch.equal(batched[key], reference[key]), key
+
+
 def test_config_statistics_are_used_as_given(shared_cfg) -> None:
     module = AVDataModule(shared_cfg(norm_stats="config"), seed=0, decode_workers=1)
     module.setup()

@@ -36,7 +36,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fusionbench.config import DataConfig, project_path
 from fusionbench.data import synthetic
@@ -84,6 +84,18 @@ class ClipDataset(Dataset):
         with single_thread():  # per-clip ops on small tensors: threads only add overhead (features.single_thread)
             return self._item(i)
 
+    def __getitems__(self, indices: list[int]) -> dict[str, Tensor] | list[dict[str, Tensor | int]]:
+        """A whole batch at once (the DataLoader's batched fetch): one vectorised normalisation per modality, the
+        same element-wise arithmetic as ``__getitem__`` (bit-identical). Items that need per-clip work (SpecAugment,
+        an on-the-fly condition) are fetched one by one; ``collate`` accepts both forms."""
+        if self.augment is not None or self.condition is not None:
+            return [self[i] for i in indices]
+        rows = torch.as_tensor(indices, dtype=torch.int64)
+        with single_thread():
+            audio = self.audio.normalise(self.data.fbank[rows])  # (B, 1, n_mels, L)
+            video = self.video(self.data.frames[rows])  # (B, 3, T, H, W)
+        return {"audio": audio, "video": video, "label": self.labels[rows], "index": self.data.index[rows].clone()}
+
     def _item(self, i: int) -> dict[str, Tensor | int]:
         index = int(self.data.index[i])
         frames = self.data.frames[i]  # (T, H, W, 3) uint8
@@ -95,6 +107,11 @@ class ClipDataset(Dataset):
         if self.augment is not None:
             audio = self.augment(audio)
         return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index}
+
+
+def collate(items: dict[str, Tensor] | list[dict[str, Tensor | int]]) -> dict[str, Tensor]:
+    """The DataLoader's collate: a batch ``ClipDataset.__getitems__`` already stacked passes through."""
+    return items if isinstance(items, dict) else default_collate(items)
 
 
 def decode_split(
@@ -209,7 +226,7 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
         mean = total.double() / n / 255  # (3,)
         var = (squares.double() / n / 255**2 - mean**2).clamp_min(0)
         std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
-        video.mean, video.std = mean.float().view(3, 1, 1, 1), std.float().view(3, 1, 1, 1)
+        video.mean, video.std = mean.float(), std.float()  # (3,)
         stats.update({f"video_mean_{c}": float(m) for c, m in zip("rgb", mean)})
         stats.update({f"video_std_{c}": float(s) for c, s in zip("rgb", std)})
     return stats
@@ -481,6 +498,7 @@ class AVDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=int(self.cfg.batch_size),
+            collate_fn=collate,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=workers,
