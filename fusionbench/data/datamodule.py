@@ -195,15 +195,12 @@ def corrupt_split(
     return out
 
 
-NORM_CHUNK = 256  # clips per integer pixel-sum chunk in fit_normalisation (bounds the int64 copy)
-
-
 def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFeatures) -> dict[str, float]:
     """Set ``audio`` and ``video`` to normalise by the training split's statistics; returns them by name.
 
     Audio: one mean and one std over every fbank value of the clips that have audio, as AST's dataset statistics
     (the config's ``norm_std_scale`` still divides). Video: per-channel mean and std of the pixels in [0, 1], the role
-    ImageNet's statistics play for a pretrained backbone; exact integer sums, so the result is bit-reproducible.
+    ImageNet's statistics play for a pretrained backbone, from exact per-channel histograms (bit-reproducible).
     fusionbench's rule for models trained from scratch: with a fixed (0.5, 0.5), the mean frame is 87 % of a synthetic
     video token's energy and the shape 3.6 % (modsum, measured), and the cross-modal tasks stall on that offset.
     A split without audio keeps the config's audio statistics; a constant input keeps std 1.
@@ -216,15 +213,12 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
         audio.norm_div = audio.norm_std_scale * (std if std > 0 else 1.0)
         stats.update(audio_mean=mean, audio_std=std)
     if len(train):
-        total = torch.zeros(3, dtype=torch.int64)
-        squares = torch.zeros(3, dtype=torch.int64)
-        for start in range(0, len(train), NORM_CHUNK):
-            x = train.frames[start : start + NORM_CHUNK].reshape(-1, 3).to(torch.int64)  # (pixels, 3)
-            total += x.sum(0)
-            squares += (x * x).sum(0)
-        n = train.frames[..., 0].numel()
-        mean = total.double() / n / 255  # (3,)
-        var = (squares.double() / n / 255**2 - mean**2).clamp_min(0)
+        # exact: per-channel histograms of the uint8 pixels (int64 counts; the sums below are exact in float64)
+        counts = torch.stack([torch.bincount(train.frames[..., c].reshape(-1), minlength=256) for c in range(3)])
+        levels = torch.arange(256, dtype=torch.float64)  # (256,)
+        n = counts.sum(1).double()  # (3,)
+        mean = counts.double() @ levels / n / 255  # (3,)
+        var = (counts.double() @ levels**2 / n / 255**2 - mean**2).clamp_min(0)
         std = torch.where(var > 0, var.sqrt(), torch.ones_like(var))
         video.mean, video.std = mean.float(), std.float()  # (3,)
         stats.update({f"video_mean_{c}": float(m) for c, m in zip("rgb", mean)})
