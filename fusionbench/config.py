@@ -50,8 +50,8 @@ class SynthConfig:
 
     num_clips: int = 3000
     seed: int = 0
-    video_noise: float = 0.25  # pixel noise σ (pixels in [0, 1])
-    audio_snr_db: float = 0.0  # white-noise SNR of the audio track
+    video_noise: float | None = None  # pixel noise σ (pixels in [0, 1]); None: the task's own (synthetic.TASKS)
+    audio_snr_db: float | None = None  # white-noise SNR of the audio track; None: the task's own
     drop_p: float = 0.0  # probability that one modality of a clip is replaced by pure noise
     val_frac: float = 0.15
     test_frac: float = 0.15

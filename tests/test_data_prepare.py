@@ -13,6 +13,7 @@ import pytest
 
 from fusionbench import leaderboard, sweep, tracking
 from fusionbench.config import load_config
+from fusionbench.data import synthetic as S
 from fusionbench.data.datamodule import AVDataModule
 from fusionbench.data.prepare import PROBE_FILE, cached_leak_probe, log_leak_probe, prepare_cells, probe_key
 from sweep_runners import fresh_store
@@ -50,6 +51,10 @@ def test_prepare_generates_and_probes_each_set_once_and_reuses_the_cache(tmp_pat
     assert r["task"] == "modsum" and r["ceiling"] == r["chance"] == 0.25 and r["n_train"] + r["n_test"] == 80
     assert r["leak"] == [] and {float(match[5]), float(match[6])} == {round(r["audio"], 3), round(r["video"], 3)}
     mtime = probe_path.stat().st_mtime_ns
+    # no noise override: the set is rendered at the task's own noise, not a global default
+    spec = S.TASKS["modsum"]
+    render = json.loads((first.set_dir / "generator.json").read_text())["render"]
+    assert (render["video_noise"], render["audio_snr_db"]) == (spec.video_noise, spec.audio_snr_db)
 
     # again: nothing generated, nothing refitted (the JSON is read, not rewritten)
     lines.clear()
@@ -85,6 +90,8 @@ def test_prepare_generates_and_probes_each_set_once_and_reuses_the_cache(tmp_pat
     assert sets[1].set_dir.name.startswith("modsum-") and (sets[1].set_dir / PROBE_FILE).is_file()
     assert len(_parse(lines)) == 2 and probe_path.stat().st_mtime_ns == mtime
     assert cached_leak_probe(sets[1].set_dir).cached
+    render = json.loads((sets[1].set_dir / "generator.json").read_text())["render"]
+    assert (render["video_noise"], render["audio_snr_db"]) == (0.3, spec.audio_snr_db)  # only what was overridden
 
 
 def test_sweep_prepares_before_its_workers_and_runs_log_the_cached_probe(tmp_path: Path) -> None:

@@ -237,11 +237,18 @@ def window_start(clip: Clip, clip_seconds: float) -> float:
     return max(0.0, (clip.start_s + clip.end_s) / 2 - clip_seconds / 2)
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def synth_request(cfg: DictConfig) -> dict[str, Any]:
-    """The ``synthetic.generate`` arguments a data config asks for (the set is generated on the model's grid)."""
+    """The ``synthetic.generate`` arguments a data config asks for (the set is generated on the model's grid).
+
+    A noise setting left at None takes the task's own (``synthetic.TASKS``), so each task keeps its tuned noise.
+    """
     return dict(
-        task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed), video_noise=float(cfg.synth.video_noise),
-        audio_snr_db=float(cfg.synth.audio_snr_db), drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac),
+        task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed),
+        video_noise=_float_or_none(cfg.synth.video_noise), audio_snr_db=_float_or_none(cfg.synth.audio_snr_db), drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac),
         test_frac=float(cfg.synth.test_frac), num_frames=int(cfg.video.num_frames), size=int(cfg.video.size),
         fps=int(cfg.video.num_frames) / float(cfg.clip_seconds), sample_rate=int(cfg.audio.sample_rate),
         clip_seconds=float(cfg.clip_seconds),
