@@ -2,8 +2,10 @@
 corrupted test sets it stores per condition."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +125,24 @@ def test_manifest_content_is_part_of_the_key(synth_cfg, tmp_path: Path) -> None:
     other = AVDataModule(synth_cfg(manifest=str(copy)), decode_workers=1)
     other.setup()
     assert other.cache.key != dm.cache.key and other.decode_count == 39
+
+
+def test_a_media_file_rewritten_in_place_is_part_of_the_key(synth_cfg, tmp_path: Path, write_mp4) -> None:
+    """A regenerated set keeps its clips.csv byte for byte; its new media must not be served from the old tensors."""
+    source = AVDataModule(synth_cfg(), decode_workers=1).manifest_path.parent
+    copy = tmp_path / "set"
+    shutil.copytree(source, copy)
+    cfg = synth_cfg(manifest=str(copy / "clips.csv"))
+    first = AVDataModule(cfg, decode_workers=1)
+    first.setup()
+    row = int(first.data["train"].index[0])
+    path = first._read_manifest()[row].path
+    frames = np.full((16, 32, 32, 3), 255, dtype=np.uint8)
+    write_mp4(path, frames, np.zeros(32000, dtype=np.float32))  # the same name, other content
+    again = AVDataModule(cfg, decode_workers=1)
+    again.setup()
+    assert again.cache.key != first.cache.key and again.decode_count == first.decode_count
+    assert again.data["train"].frames[0].float().mean() > 250 > first.data["train"].frames[0].float().mean()
 
 
 # ------------------------------------------------------------------------------------------------ conditions

@@ -42,7 +42,7 @@ from fusionbench.config import DataConfig, project_path
 from fusionbench.data import synthetic
 from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
-from fusionbench.data.manifest import Clip, assign_splits, file_hash, read_manifest
+from fusionbench.data.manifest import Clip, assign_splits, file_hash, media_fingerprint, read_manifest
 from fusionbench.data.media import MediaError, decode_job
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
@@ -398,6 +398,7 @@ class AVDataModule(L.LightningDataModule):
         a = self.cfg.audio
         return {
             "manifest_sha256": file_hash(self.manifest_path),
+            "media": media_fingerprint(clip.path for clip in self._read_manifest()),
             "media_root": str(self.media_root.resolve()),
             "decode": self._decode_kwargs(),
             "fbank": {

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -166,3 +167,19 @@ def assign_splits(clips: Sequence[Clip], val_frac: float = 0.15, test_frac: floa
 def file_hash(path: str | Path) -> str:
     """sha256 of a file's bytes (the manifest part of the cache key)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def media_fingerprint(paths: Iterable[str | Path]) -> str:
+    """sha256 over each media file's path, size and modification time (a missing file counts as such).
+
+    The media part of the cache key: a file rewritten in place (a regenerated synthetic set, a re-encoded clip) gets
+    a new key although the manifest is unchanged. Stat only, so ~10 ms for thousands of files, not a read of each.
+    """
+    digest = hashlib.sha256()
+    for path in sorted({str(p) for p in paths}):
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
