@@ -95,6 +95,9 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     val_every_n_epochs: int = 1
+    # stop once val/loss falls below this (0 = off): a solved run stops instead of spending the rest of its epochs
+    # (fusionbench's compute rule, Lightning's EarlyStopping stopping_threshold; patience never stops a run)
+    stop_val_loss: float = 0.0
 
 
 @dataclass
@@ -200,6 +203,8 @@ def validate(cfg: DictConfig) -> None:
             continue
         if value not in valid:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}")
+    if cfg.train.stop_val_loss < 0:
+        raise ConfigError(f"train.stop_val_loss={cfg.train.stop_val_loss} must be >= 0 (0 = off)")
     from fusionbench.evaluate.conditions import parse_condition
 
     for name in cfg.eval.conditions:

@@ -4,8 +4,8 @@ Reads only FINISHED runs made by :func:`fusionbench.tracking.tracked_run` (they 
 (fusion, dataset, config hash, seed) finished more than once, its latest run counts, so ``n_seeds`` counts seeds.
 
 Test metrics are named ``test/<condition>/<metric>``; ``model/params``, ``model/gflops``, ``model/gflops_masked``,
-``time/train_s`` and ``time/test_s`` are per-run figures repeated on every row of that run, and so is the leak probe of
-the run's synthetic set (``data/leak_probe/*`` metrics and ``fb.leak_probe.*`` tags, logged by
+``time/train_s``, ``time/test_s`` and ``train/epochs`` are per-run figures repeated on every row of that run, and so is
+the leak probe of the run's synthetic set (``data/leak_probe/*`` metrics and ``fb.leak_probe.*`` tags, logged by
 :func:`fusionbench.data.prepare.log_leak_probe`): ``leak_probe_*`` columns, after the others, in runs.csv and
 leaderboard.csv. leaderboard.md shows the probe per dataset and flags ⚠ LEAK where one modality alone beats the
 task's unimodal ceiling by more than the probe's tolerance.
@@ -32,6 +32,7 @@ COST_METRICS = {  # runs.csv column → MLflow metric
     "gflops_masked": "model/gflops_masked",
     "train_s": "time/train_s",
     "test_s": "time/test_s",
+    "epochs": "train/epochs",  # epochs run: fewer than train.max_epochs where train.stop_val_loss stopped the run
 }
 KNOWN_METRICS = ["top1", "top5", "mAP", "loss"]  # runs.csv metric columns come in this order, others after, sorted
 PROBE_METRICS = {  # column → MLflow metric of the run's leak probe (accuracy of one modality alone; its ceiling)

@@ -6,6 +6,7 @@ import warnings
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
 from fusionbench import tracking
@@ -42,6 +43,14 @@ def _trainer(cfg: DictConfig, callbacks: list, **overrides) -> L.Trainer:
         callbacks=callbacks,
     )
     return L.Trainer(**{**args, **overrides})
+
+
+def _stopping(train_cfg: DictConfig) -> list[EarlyStopping]:
+    """``train.stop_val_loss > 0``: stop at the first validation whose loss is below it (never on patience)."""
+    if not train_cfg.stop_val_loss:
+        return []
+    return [EarlyStopping(monitor="val/loss", mode="min", stopping_threshold=float(train_cfg.stop_val_loss),
+                          patience=2**31 - 1, check_on_train_epoch_end=False)]
 
 
 def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
@@ -90,9 +99,10 @@ def run(cfg: DictConfig) -> str:
         )
         print(f"[{label}] {count_params(task.model):,} parameters, {train_clips} training clips", flush=True)
         start = time.perf_counter()
-        trainer = _trainer(cfg, [EpochLine(label), MLflowEpochMetrics(tracked)])
+        trainer = _trainer(cfg, [EpochLine(label), MLflowEpochMetrics(tracked), *_stopping(cfg.train)])
         trainer.fit(task, datamodule=datamodule)
         train_s = time.perf_counter() - start
+        tracked.log_metrics({"train/epochs": trainer.current_epoch})  # < max_epochs when stop_val_loss stopped it
         if not trainer.is_global_zero:  # DDP: final evaluation on one device (the test sampler would pad the set)
             return tracked.run_id
         start = time.perf_counter()

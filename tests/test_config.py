@@ -39,6 +39,8 @@ def test_bad_choices_and_fusion_options_fail():
         load_config(["eval.conditions=[av,audio_snr]"])
     with pytest.raises(ConfigError, match="invalid config value"):
         load_config(["train.lr=fast"])
+    with pytest.raises(ConfigError, match="stop_val_loss=-0.1 must be >= 0"):
+        load_config(["train.stop_val_loss=-0.1"])
 
 
 def test_cli_typo_fails_before_any_run(tmp_path):

@@ -70,9 +70,20 @@ def test_run_record_contents(joint_env):
             assert 0 <= row[f"metrics.test/{condition}/{metric}"] < 10, (condition, metric)
     for name in ("model/params", "model/gflops", "time/train_s", "val/top1", "train/loss"):
         assert row[f"metrics.{name}"] > 0, name
+    assert row["metrics.train/epochs"] == 12  # stop_val_loss off: every epoch ran
     # Late fusion's audio-only and video-only logits are its two streams: each sees one factor of 16 classes.
     assert row["metrics.test/audio_only/top1"] < row["metrics.test/av/top1"]
     client = tracking.client(cfg.tracking.store)
     local = Path(client.download_artifacts(row["run_id"], "config.yaml"))
     saved = yaml.safe_load(local.read_text())
     assert saved["fusion"] == "late" and saved["train"]["lr"] == 0.003
+
+
+def test_stop_val_loss_ends_a_solved_run_and_still_tests_it(joint_env):
+    """A threshold every first validation passes (val loss < 100) stops after epoch 1; the run is evaluated as usual."""
+    overrides = [*joint_env, "fusion=early", "train.stop_val_loss=100", "tracking.experiment=stopping"]
+    assert cli.main(["train", *overrides]) == 0
+    cfg, frame = _runs(overrides)
+    row = frame.iloc[-1]
+    assert row["status"] == "FINISHED" and row["metrics.train/epochs"] == 1
+    assert 0 <= row["metrics.test/av/top1"] <= 1 and row["params.train.stop_val_loss"] == "100.0"
