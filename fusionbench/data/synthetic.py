@@ -96,9 +96,9 @@ TASKS: dict[str, TaskSpec] = {
     # (measured). Here the factors are made salient: a still, single-colour object, no events (the pitch sounds
     # at one level through the clip and the shape shows in every frame), σ 0.03 and 20 dB. Little noise also leaves
     # little to memorise: at σ 0.1 / 10 dB late fusion and MBT fitted the 2,100 training clips' noise (train loss
-    # 1.03, validation at chance) before MBT found the interaction. At σ 0.03 / 20 dB, in memory (no mp4), late
-    # fusion's train loss stayed at ln 4 and MBT escaped in 3 of 3 seeds (batch 32, 6 epochs); through the mp4
-    # files of the benchmark late fusion and two MBT seeds still memorise first (README).
+    # 1.03, validation at chance) before MBT found the interaction. At σ 0.03 / 20 dB, through the benchmark's mp4
+    # files, late fusion's train loss stays at ln 4 and MBT leaves chance in 3 of 3 seeds (2,100 training clips,
+    # batch 32, ≤ 6 epochs; README).
     "modsum": TaskSpec(
         "modsum", 4, "(shape + pitch) mod 4", 0.25, tuple(f"sum{k}" for k in range(4)),
         video_noise=0.03, audio_snr_db=20.0, events=(0, 0), motion=False, colour="red",
