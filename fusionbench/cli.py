@@ -1,4 +1,4 @@
-"""``fusionbench`` command line: data, train, sweep, leaderboard, list, profile.
+"""``fusionbench`` command line: data, train, sweep, leaderboard, list.
 
 Every run is configured by ``experiments/defaults.yaml`` ← ``--experiment FILE`` ← ``key=value`` overrides, validated
 before anything runs (a typo fails at once, naming the valid keys).

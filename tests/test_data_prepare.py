@@ -132,3 +132,37 @@ def test_sweep_prepares_before_its_workers_and_runs_log_the_cached_probe(tmp_pat
     runs = pd.read_csv(paths["runs"])
     mbt = runs[runs["fusion"] == "mbt"].iloc[0]
     assert mbt["leak_probe_set"] == set_dir.name and mbt["leak_probe_leak"] == "none"
+
+
+def _prepare_and_count(cfg, barrier, out) -> None:
+    """In a child process: prepare the set and report how many times this process wrote it."""
+    writes = []
+    generate = S.generate
+
+    def counted(**kwargs):
+        writes.append(kwargs["out"])
+        return generate(**kwargs)
+
+    S.generate = counted  # the real generator, counted
+    barrier.wait()  # both ask at the same moment
+    AVDataModule(cfg.data, decode_workers=1).prepare_data()
+    out.put(len(writes))
+
+
+def test_concurrent_datamodules_generate_a_missing_set_once(tmp_path: Path) -> None:
+    """Two processes asking for the same missing set: one writes it under the set's lock, the other waits and finds
+    it ready, instead of both writing the same files."""
+    import multiprocessing
+
+    (cfg,) = _cfgs(tmp_path / "synth", "data.synth.num_clips=16")
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_prepare_and_count, args=(cfg, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    writes = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert writes == [0, 1]
+    assert len(pd.read_csv(AVDataModule(cfg.data).manifest_path)) == 16

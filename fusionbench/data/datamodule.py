@@ -43,6 +43,7 @@ from fusionbench.data import synthetic
 from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, assign_splits, file_hash, media_fingerprint, read_manifest
+from fusionbench.data.prepare import set_lock
 from fusionbench.data.media import MediaError, decode_job
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
@@ -356,9 +357,17 @@ class AVDataModule(L.LightningDataModule):
         return synthetic.TASKS[self.cfg.task]
 
     def ensure_synthetic(self) -> None:
-        """Generate the synthetic set if its manifest is missing (or stale: other generator parameters or spec)."""
+        """Generate the synthetic set if its manifest is missing (or stale: other generator parameters or spec).
+
+        Under the set's lock (``prepare.set_lock``, re-entrant in a process), so concurrent runs on a missing set
+        generate it once and the others wait for it.
+        """
         if self.cfg.dataset != "synth" or self.cfg.manifest:
             return
+        with set_lock(self.synth_dir):
+            self._ensure_synthetic_unlocked()
+
+    def _ensure_synthetic_unlocked(self) -> None:
         request = synth_request(self.cfg)
         spec = self._task_spec()
         params = synthetic.render_params(
