@@ -3,9 +3,9 @@
 Layout: ``cache_dir/<key>/<split>.pt`` plus ``meta.json`` (the parameters, for humans). ``key`` is a hash of
 everything that changes the stored tensors: the decode parameters, the fbank parameters, the manifest file's
 content hash, each media file's size and modification time (``manifest.media_fingerprint``: a set regenerated in
-place keeps its manifest) and the folder its paths resolve against (``cache_key``). Changing any of them gives another key,
-so stale tensors are never read; the normalisation stats and SpecAugment are applied at load time and are not
-part of the key.
+place keeps its manifest) and the folder its paths resolve against (``cache_key``). Changing any of them gives
+another key, so stale tensors are never read; the normalisation stats and SpecAugment are applied at load time and
+are not part of the key.
 
 Stored per split (``DecodedSplit``): frames uint8 (N, T, H, W, 3), raw fbank (N, 1, n_mels, L) before
 normalisation and SpecAugment, the manifest row of each clip, ``has_audio``, and for the test split the waveform

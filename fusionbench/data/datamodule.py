@@ -43,8 +43,8 @@ from fusionbench.data import synthetic
 from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, assign_splits, file_hash, media_fingerprint, read_manifest
-from fusionbench.data.prepare import set_lock
 from fusionbench.data.media import MediaError, decode_job
+from fusionbench.data.prepare import set_lock
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
 log = logging.getLogger(__name__)
@@ -249,8 +249,9 @@ def synth_request(cfg: DictConfig) -> dict[str, Any]:
     """
     return dict(
         task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed),
-        video_noise=_float_or_none(cfg.synth.video_noise), audio_snr_db=_float_or_none(cfg.synth.audio_snr_db), drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac),
-        test_frac=float(cfg.synth.test_frac), num_frames=int(cfg.video.num_frames), size=int(cfg.video.size),
+        video_noise=_float_or_none(cfg.synth.video_noise), audio_snr_db=_float_or_none(cfg.synth.audio_snr_db),
+        drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac), test_frac=float(cfg.synth.test_frac),
+        num_frames=int(cfg.video.num_frames), size=int(cfg.video.size),
         fps=int(cfg.video.num_frames) / float(cfg.clip_seconds), sample_rate=int(cfg.audio.sample_rate),
         clip_seconds=float(cfg.clip_seconds),
     )
