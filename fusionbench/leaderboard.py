@@ -394,6 +394,19 @@ def _fmt_gflops(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:.3g}"
 
 
+def known_answer_lines(dataset: str) -> list[str]:
+    """For a synthetic task (``synth-<task>``): what it must show, and a flag if it is a stretch task."""
+    from fusionbench.data.synthetic import KNOWN_ANSWERS, STRETCH_TASKS
+
+    task = dataset.removeprefix("synth-") if dataset.startswith("synth-") else None
+    if task not in KNOWN_ANSWERS:
+        return []
+    lines = [f"Known answer: {KNOWN_ANSWERS[task]}."]
+    if task in STRETCH_TASKS:
+        lines += ["", f"**⚠ Stretch task, not learnt:** {STRETCH_TASKS[task]}."]
+    return [*lines, ""]
+
+
 def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame,
                      probe: list[str] | None = None) -> list[str]:
     """The dataset's section: heading, ``probe`` lines (see :func:`probe_markdown`), the results table."""
@@ -549,7 +562,7 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
         entries = entry_table(board, dataset, metric)
         probe_lines, notes_here = probe_markdown(probes, dataset)
         leak_notes += notes_here
-        sections += dataset_markdown(board, dataset, metric, entries, probe_lines)
+        sections += dataset_markdown(board, dataset, metric, entries, [*known_answer_lines(dataset), *probe_lines])
         for kind, plot in (("pareto", pareto_plot), ("robustness", robustness_plot)):
             path = out / f"{kind}_{_safe(dataset)}.png"
             note = plot(board, dataset, metric, entries, path)

@@ -211,6 +211,14 @@ def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
     assert "Leak probe: not recorded by these runs (unavailable: No module named 'sklearn')" in modsum
     assert "Leak probe" not in sections["vggsound"]
 
+    # each synthetic task states its known answer above its table; the stretch task is flagged, the others are not
+    for name, section in sections.items():
+        known = [line for line in section.splitlines() if line.startswith("Known answer: ")]
+        assert len(known) == (name.startswith("synth-")), name
+        assert ("Stretch task, not learnt" in section) == (name == "synth-sync"), name
+    assert sync.index("Stretch task") < sync.index("| fusion |")
+    assert "score-level late fusion stays at chance" in modsum
+
     runs = pd.read_csv(paths["runs"], keep_default_na=False)
     assert list(runs.columns[-len(leaderboard.PROBE_COLUMNS):]) == leaderboard.PROBE_COLUMNS
     assert list(runs.columns[: len(leaderboard.RUN_KEYS)]) == leaderboard.RUN_KEYS
