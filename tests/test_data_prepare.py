@@ -16,6 +16,7 @@ from fusionbench.config import load_config
 from fusionbench.data import synthetic as S
 from fusionbench.data.datamodule import AVDataModule
 from fusionbench.data.prepare import PROBE_FILE, cached_leak_probe, log_leak_probe, prepare_cells, probe_key
+from fusionbench.evaluate.conditions import parse_condition
 from sweep_runners import fresh_store
 
 pytest.importorskip("sklearn")
@@ -98,6 +99,7 @@ def test_sweep_prepares_before_its_workers_and_runs_log_the_cached_probe(tmp_pat
     store = fresh_store(tmp_path / "results")
     root = tmp_path / "synth"
     grid = ["seed=0:2", "data.task=modsum", f"data.root={root}", "data.synth.num_clips=60",
+            f"data.cache_dir={tmp_path / 'cache'}", "eval.conditions=[av,audio_snr_0,video_noise_0.5]",
             f"tracking.store={store}", "tracking.experiment=prep"]
     lines: list[str] = []
     report = sweep.run_sweep(grid, workers=1, runner="sweep_runners:run", log=lines.append)
@@ -110,6 +112,14 @@ def test_sweep_prepares_before_its_workers_and_runs_log_the_cached_probe(tmp_pat
     dm = AVDataModule(cfg.data)
     assert set_dir == dm.synth_dir and (set_dir / PROBE_FILE).is_file()
     mtime = (set_dir / PROBE_FILE).stat().st_mtime_ns
+    # the sweep also warmed the tensor cache: a run's datamodule decodes and corrupts nothing itself
+    conditions = [parse_condition(name) for name in cfg.eval.conditions]
+    warmed = AVDataModule(cfg.data, conditions=conditions)
+    warmed.setup()
+    for condition in conditions:
+        if condition.corrupts:
+            warmed.corrupted("test", condition)
+    assert warmed.decode_count == 0 and warmed.corrupt_count == 0 and warmed.cache.hits == 3 + 2
 
     # what fusionbench.train.run does after building its datamodule: log the (cached) probe with the run
     printed: list[str] = []

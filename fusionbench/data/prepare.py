@@ -244,9 +244,30 @@ def prepare_dataset(cfg: DictConfig, *, workers: int | None = None, probe: bool 
         return out
 
 
+def warm_cache(cfg: DictConfig, *, workers: int) -> None:
+    """Decode a run config's data into the tensor cache: every split and each corrupting test condition.
+
+    The sweep does this once per set before its workers start, with ``workers`` decode processes. Otherwise the first
+    cells on a set each decode it themselves, one core each and at the same time (measured: +30 s on each of the
+    first two cells of a 2,400-clip set). A no-op without a cache (``data.cache_dir: ""``).
+    """
+    if not cfg.data.cache_dir:
+        return
+    from fusionbench.data.datamodule import AVDataModule
+    from fusionbench.evaluate.conditions import parse_condition
+
+    conditions = [parse_condition(name) for name in cfg.eval.conditions]
+    datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions, decode_workers=workers)
+    datamodule.setup()
+    for condition in conditions:
+        if condition.corrupts:
+            datamodule.corrupted("test", condition)
+
+
 def prepare_cells(cfgs: Iterable[DictConfig], log: Callable[[str], None] = print, *, workers: int | None = None,
                   probe: bool = True) -> list[PreparedSet]:
-    """Prepare every distinct generated set among full run configs once (the sweep does this before its workers).
+    """Prepare every distinct generated set among full run configs once (the sweep does this before its workers):
+    generate it, probe it, and warm the tensor cache for the first config that uses it (``warm_cache``).
 
     Logs one line per set. A set that cannot be prepared is logged and left to its runs (which then fail with the
     error recorded in MLflow); only an interruption propagates.
@@ -263,6 +284,10 @@ def prepare_cells(cfgs: Iterable[DictConfig], log: Callable[[str], None] = print
             continue
         if prepared is not None:
             log(prepared.line())
+        try:
+            warm_cache(cfg, workers=max(1, min(8, os.cpu_count() or 1)) if workers is None else int(workers))
+        except Exception as exc:  # the runs decode it themselves (and report what fails)
+            log(f"[data] {dataset_name(cfg)}: cache warm-up failed: {_error_line(exc)}")
     return [p for p in done.values() if p is not None]
 
 
