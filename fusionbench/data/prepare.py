@@ -206,6 +206,11 @@ class PreparedSet:
         return f"{head} | leak probe ({how}): {self.probe.summary()}"
 
 
+def _workers(workers: int | None) -> int:
+    """Decode/probe processes: the given number, or the machine's cores (at most 8)."""
+    return max(1, min(8, os.cpu_count() or 1)) if workers is None else int(workers)
+
+
 def prepare_dataset(cfg: DictConfig, *, workers: int | None = None, probe: bool = True) -> PreparedSet | None:
     """Generate ``cfg.data``'s synthetic set if needed and probe it (cached); None if it is not a generated set.
 
@@ -216,7 +221,7 @@ def prepare_dataset(cfg: DictConfig, *, workers: int | None = None, probe: bool 
     set_dir = generated_set_dir(data)
     if set_dir is None:
         return None
-    workers = max(1, min(8, os.cpu_count() or 1)) if workers is None else int(workers)
+    workers = _workers(workers)
     with set_lock(set_dir):
         generated, start = False, time.perf_counter()
         if not data.manifest:
@@ -285,7 +290,7 @@ def prepare_cells(cfgs: Iterable[DictConfig], log: Callable[[str], None] = print
         if prepared is not None:
             log(prepared.line())
         try:
-            warm_cache(cfg, workers=max(1, min(8, os.cpu_count() or 1)) if workers is None else int(workers))
+            warm_cache(cfg, workers=_workers(workers))
         except Exception as exc:  # the runs decode it themselves (and report what fails)
             log(f"[data] {dataset_name(cfg)}: cache warm-up failed: {_error_line(exc)}")
     return [p for p in done.values() if p is not None]
