@@ -14,11 +14,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fusionbench.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot run: unknown key, bad value, missing file."""
 
 
@@ -81,7 +83,11 @@ class DataConfig:
 class TrainConfig:
     max_epochs: int = 10
     max_steps: int = -1
-    lr: float = 1e-3
+    lr: float = 1e-3  # the peak learning rate, used as given unless blr is set
+    # the papers' rule (MAE, DeepAVFusion): lr = blr × effective batch / 256, effective batch = data.batch_size ×
+    # devices × accumulate; 0 = off (use lr as given)
+    blr: float = 0.0
+    accumulate: int = 1  # gradient accumulation: optimiser steps every `accumulate` batches
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_frac: float = 0.1  # linear warm-up over this fraction of the steps, then cosine decay to 0
