@@ -53,6 +53,17 @@ def _stopping(train_cfg: DictConfig) -> list[EarlyStopping]:
                           patience=2**31 - 1, check_on_train_epoch_end=False)]
 
 
+def reference_rates(test_labels: torch.Tensor, num_classes: int, multilabel: bool) -> dict[str, float]:
+    """What a model that learnt nothing scores on the test split: ``data/chance`` = 1 / C (top-1 of a uniform guess)
+    and ``data/majority_test`` = the share of the most frequent test class (top-1 of always naming it). Multi-label
+    sets log only ``data/num_classes`` (chance mAP is each class's prevalence, not one number)."""
+    rates = {"data/num_classes": float(num_classes)}
+    if not multilabel and len(test_labels):
+        rates["data/chance"] = 1.0 / num_classes
+        rates["data/majority_test"] = float(torch.bincount(test_labels, minlength=num_classes).max()) / len(test_labels)
+    return rates
+
+
 def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
     """The datamodule and the task for a resolved config (data set up, model built at the data's geometry)."""
     conditions = [parse_condition(name) for name in cfg.eval.conditions]
@@ -94,6 +105,7 @@ def run(cfg: DictConfig) -> str:
                 "model/gflops": forward_flops(task.model, *geometry) / 1e9,
                 "data/skipped": len(datamodule.skipped),
                 "data/train_clips": train_clips,
+                **reference_rates(datamodule.labels("test"), datamodule.num_classes, datamodule.multilabel),
                 **{f"data/norm/{k}": v for k, v in datamodule.norm_stats.items()},
             }
         )
