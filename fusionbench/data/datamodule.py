@@ -77,6 +77,8 @@ class ClipDataset(Dataset):
         self.audio, self.video = audio, video
         self.augment = augment if augment is not None and augment.active else None
         self.condition = condition if condition is not None and condition.corrupts else None
+        if self.condition is not None and self.condition.kind == "video_occlusion" and self.condition.fill is None:
+            self.condition = self.condition.with_fill(video.mean)  # the normalisation's mean: the training mean
 
     def __len__(self) -> int:
         return len(self.data)
@@ -225,6 +227,16 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
         stats.update({f"video_mean_{c}": float(m) for c, m in zip("rgb", mean)})
         stats.update({f"video_std_{c}": float(s) for c, s in zip("rgb", std)})
     return stats
+
+
+def train_pixel_mean(train: DecodedSplit) -> Tensor:
+    """Per-channel mean pixel in [0, 1] of a split's uint8 frames, float32 (3,) (exact per-channel histograms, as
+    ``fit_normalisation``); mid-grey for an empty split."""
+    if not len(train):
+        return torch.full((3,), 0.5)
+    counts = torch.stack([torch.bincount(train.frames[..., c].reshape(-1), minlength=256) for c in range(3)])
+    levels = torch.arange(256, dtype=torch.float64)  # (256,)
+    return (counts.double() @ levels / counts.sum(1).double() / 255).float()  # (3,)
 
 
 def window_start(clip: Clip, clip_seconds: float) -> float:
@@ -476,10 +488,22 @@ class AVDataModule(L.LightningDataModule):
                 raise ValueError(f"{clips[row].path}: {len(clips[row].labels)} labels in a single-label dataset")
         return torch.tensor([clips[row].labels[0] for row in rows], dtype=torch.int64)
 
+    def occlusion_fill(self) -> Tensor:
+        """``video_occlusion``'s fill: the training split's per-channel mean pixel in [0, 1], float (3,) — the
+        fitted normalisation mean with ``norm_stats=train`` (the same tensor), else computed from the train frames.
+        A function of the decoded data, hence of the cache key: cached corrupted splits stay valid."""
+        if not self.data:
+            self.setup()
+        if self.cfg.norm_stats == "train" and len(self.data["train"]):
+            return self.video_features.mean
+        return train_pixel_mean(self.data["train"])
+
     def corrupted(self, split: str, condition: Condition) -> DecodedSplit:
         """``split`` as ``condition`` corrupts it: loaded from the cache, or computed (and stored) once."""
         if not self.data:
             self.setup()
+        if condition.kind == "video_occlusion" and condition.fill is None:
+            condition = condition.with_fill(self.occlusion_fill())
         key = (split, condition.name)
         if key not in self._corrupted:
             clean = self.data[split]

@@ -5,7 +5,12 @@ Names are metric-safe (MLflow keeps ``[A-Za-z0-9_/. -]``) and appear as ``test/<
 - ``av``, ``audio_only``, ``video_only``: clean inputs; a dropped modality is passed to the model as ``None``.
 - ``audio_snr_<dB>``: white noise added to the waveform at that SNR (before the fbank), video clean.
 - ``video_noise_<sigma>``: Gaussian pixel noise of std sigma (pixels in [0, 1]), audio clean.
-- ``video_occlusion_<frac>``: a black square covering ``frac`` of every frame's area at a random place per clip.
+- ``video_occlusion_<frac>``: a square covering ``frac`` of every frame's area at a random place per clip, filled
+  with the training split's per-channel mean pixel (fusionbench's rule: a black square is far off the training
+  distribution — after normalisation it is the most extreme input a model ever sees —, the mean is what a
+  normalised model reads as "no signal"). The datamodule binds the mean (``Condition.with_fill``); a condition used
+  without one fills with mid-grey (``UNBOUND_FILL``).
+- ``video_occlusion_black_<frac>``: the same square, black (pixel 0): the classic, off-distribution variant.
 
 Corruptions are deterministic: each clip's noise comes from a generator seeded by (condition, clip index).
 ``Condition.corrupt`` (one clip) is the reference; ``Condition.corrupt_frames`` corrupts the frames of a whole
@@ -16,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -24,9 +29,10 @@ from torch import Tensor
 
 from fusionbench.config import ConfigError
 
-_CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion)_(-?\d+(?:\.\d+)?)$")
+_CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion_black|video_occlusion)_(-?\d+(?:\.\d+)?)$")
+UNBOUND_FILL = (128, 128, 128)  # video_occlusion's fill where no training mean was bound (direct library use)
 CLEAN = {"av": None, "audio_only": "video", "video_only": "audio"}  # condition → the modality it drops
-CORRUPTION_VERSION = 1  # bump when a corruption's output changes: cached corrupted test sets are then rebuilt
+CORRUPTION_VERSION = 2  # 2: video_occlusion fills with the training mean (was black); bump when a corruption's output changes: cached corrupted test sets are then rebuilt
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,25 @@ class Condition:
     drop: str | None = None  # "audio" | "video" | None
     kind: str | None = None  # corruption kind, None for clean inputs
     level: float = 0.0
+    fill: tuple[int, int, int] | None = None  # video_occlusion's fill pixel (uint8 RGB), bound by the datamodule
+
+    def with_fill(self, mean: Sequence[float] | Tensor) -> "Condition":
+        """This condition with ``video_occlusion``'s fill set to ``mean`` (per-channel pixel mean in [0, 1]),
+        rounded to uint8; other conditions are returned unchanged."""
+        if self.kind != "video_occlusion":
+            return self
+        values = [float(v) for v in (mean.tolist() if isinstance(mean, Tensor) else mean)]
+        if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+            raise ValueError(f"{self.name}: the fill must be 3 channel means in [0, 1], got {values}")
+        return replace(self, fill=tuple(int(round(v * 255)) for v in values))
+
+    @property
+    def fill_pixel(self) -> tuple[int, int, int]:
+        """The uint8 RGB an occluding square is filled with: black for ``video_occlusion_black``, the bound mean
+        (mid-grey when unbound) for ``video_occlusion``."""
+        if self.kind == "video_occlusion_black":
+            return (0, 0, 0)
+        return self.fill if self.fill is not None else UNBOUND_FILL
 
     @property
     def corrupts(self) -> bool:
@@ -60,7 +85,7 @@ class Condition:
             return add_noise_at_snr(waveform, self.level, gen), frames
         if self.kind == "video_noise":
             return waveform, gaussian_pixel_noise(frames, self.level, gen)
-        return waveform, occlude(frames, self.level, gen)
+        return waveform, occlude(frames, self.level, gen, self.fill_pixel)
 
     def corrupt_frames(self, frames: Tensor, clip_indices: Sequence[int]) -> Tensor:
         """Frames of several clips ``(N, T, H, W, 3)`` uint8 → corrupted copies, vectorised over the clips
@@ -86,7 +111,8 @@ class Condition:
         in_rows = (rows >= top[:, None]) & (rows < (top + side_h)[:, None])  # (N, H)
         in_cols = (cols >= left[:, None]) & (cols < (left + side_w)[:, None])  # (N, W)
         box = in_rows[:, :, None] & in_cols[:, None, :]  # (N, H, W)
-        return frames.masked_fill(box[:, None, :, :, None], 0)
+        fill = torch.tensor(self.fill_pixel, dtype=torch.uint8)  # (3,)
+        return torch.where(box[:, None, :, :, None], fill, frames)  # (N, T, H, W, 3)
 
 
 def parse_condition(name: str) -> Condition:
@@ -96,10 +122,10 @@ def parse_condition(name: str) -> Condition:
     if not match:
         raise ConfigError(
             f"unknown eval condition {name!r}; valid: av, audio_only, video_only, audio_snr_<dB>, "
-            "video_noise_<sigma>, video_occlusion_<fraction>"
+            "video_noise_<sigma>, video_occlusion_<fraction>, video_occlusion_black_<fraction>"
         )
     kind, level = match.group(1), float(match.group(2))
-    if kind == "video_occlusion" and not 0 <= level <= 1:
+    if kind.startswith("video_occlusion") and not 0 <= level <= 1:
         raise ConfigError(f"{name}: occlusion fraction must be in [0, 1]")
     if kind == "video_noise" and level < 0:
         raise ConfigError(f"{name}: noise sigma must be >= 0")
@@ -124,12 +150,13 @@ def add_pixel_noise(frames: Tensor, sigma: float, noise: Tensor) -> Tensor:
     return (noisy.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def occlude(frames: Tensor, fraction: float, gen: torch.Generator) -> Tensor:
-    """A black square of area ``fraction`` of the frame, at the same random place in every frame of the clip."""
+def occlude(frames: Tensor, fraction: float, gen: torch.Generator, fill: Sequence[int] = (0, 0, 0)) -> Tensor:
+    """A square of area ``fraction`` of the frame filled with the uint8 RGB ``fill``, at the same random place in
+    every frame of the clip."""
     _, h, w, _ = frames.shape
     top, left, side_h, side_w = occlusion_box(h, w, fraction, gen)
     out = frames.clone()
-    out[:, top : top + side_h, left : left + side_w] = 0
+    out[:, top : top + side_h, left : left + side_w] = torch.tensor(list(fill), dtype=torch.uint8)  # (3,)
     return out
 
 
