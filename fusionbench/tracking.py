@@ -8,6 +8,11 @@ A run holds an advisory lock (``fcntl.flock``) on ``<store dir>/.locks/<experime
 created until after it is terminated. The kernel drops the lock when the process dies however it dies, so a run
 that is RUNNING in the store while nobody holds its lock was left behind by a dead process
 (:func:`reap_dead_runs` marks it KILLED); one whose lock is held is being run right now by a live process.
+
+Every run this module terminates gets the tag ``fb.status`` ∈ finished / failed / killed / diverged. A diverged run
+(:class:`fusionbench.errors.TrainingDiverged` raised inside it) ends FAILED, like any failure, so MLflow's own status
+filter still works, but its ``fb.status`` says diverged and its name ends in ``[DIVERGED]`` (``[FAILED]`` /
+``[KILLED]`` for the others) so the runs table tells the three apart at a glance.
 """
 from __future__ import annotations
 
@@ -32,11 +37,18 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from fusionbench.config import PROJECT_ROOT, config_hash, dataset_name, flatten, project_path, to_dict
+from fusionbench.errors import TrainingDiverged
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_/. -]+")  # what MLflow keeps; anything else it strips silently
 PARAM_MAX_CHARS = 500  # longer config values are cut, with a marker saying how much was cut
 PACKAGES = ("torch", "lightning", "torchmetrics", "torchaudio", "av", "mlflow", "omegaconf")
 ACTIVE = "RUNNING"
+# MLflow 3's UI opens an experiment in its training layout (Runs tab, model-training sidebar) when the experiment
+# carries this tag with this value; without it the UI infers a kind, or shows its GenAI (traces) layout.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+STATUS_TAG = "fb.status"  # finished | failed | killed | diverged
+FB_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
+NAME_MARK = {"failed": " [FAILED]", "killed": " [KILLED]", "diverged": " [DIVERGED]"}  # appended to the run name
 
 T = TypeVar("T")
 
@@ -129,9 +141,12 @@ def _experiment_id(uri: str, name: str) -> str:
                     f"experiment {name!r} in {store} is deleted; restore it (mlflow experiments restore "
                     f"--experiment-id {exp.experiment_id}) or use another tracking.experiment"
                 )
+            if EXPERIMENT_KIND_TAG not in exp.tags:  # created before fusionbench set it (or by someone else)
+                with_retry(c.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         try:
-            return with_retry(c.create_experiment, name, artifact_location=artifact_location(store, name))
+            return with_retry(c.create_experiment, name, artifact_location=artifact_location(store, name),
+                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as exc:  # created by a racing process in between: read it back
             if "already exists" not in str(exc).lower() and not _transient(exc):
                 raise
@@ -162,7 +177,8 @@ class RunIdentity:
 
     @property
     def run_name(self) -> str:
-        return f"{self.fusion}/{self.dataset}/s{self.seed}"
+        """Readable and unique per identity: ``mbt/synth-joint/s1/3fa2c1`` (fusion/dataset/seed/short config hash)."""
+        return f"{self.fusion}/{self.dataset}/s{self.seed}/{self.config_hash[:6]}"
 
 
 def identity_of(cfg: DictConfig) -> RunIdentity:
@@ -365,16 +381,34 @@ def process_rank() -> int:
     return sum(int(env[v]) for v in ("NODE_RANK", "LOCAL_RANK") if env[v].isdigit())
 
 
+def _mark(mlflow_client: Any, run_id: str, fb_status: str) -> None:
+    """Tag ``fb.status`` and, for an unfinished run, append its marker to the run name (shown in the runs table)."""
+    with_retry(mlflow_client.set_tag, run_id, STATUS_TAG, fb_status)
+    mark = NAME_MARK.get(fb_status)
+    if mark:
+        name = with_retry(mlflow_client.get_run, run_id).info.run_name or ""
+        if not name.endswith(mark):
+            with_retry(mlflow_client.update_run, run_id, name=f"{name}{mark}")
+
+
 def _terminate(tr: TrackedRun, status: str, error: BaseException | None = None) -> None:
+    """End the run as ``status`` (FINISHED / FAILED / KILLED); a TrainingDiverged error makes it FAILED + diverged."""
+    fb_status = "diverged" if isinstance(error, TrainingDiverged) else FB_STATUS[status]
     if error is not None:
-        last = traceback.format_exception_only(type(error), error)[-1].strip() or type(error).__name__
+        if isinstance(error, TrainingDiverged):
+            last = str(error)  # "diverged: train loss nan at step 12"
+        else:
+            last = traceback.format_exception_only(type(error), error)[-1].strip() or type(error).__name__
         last = last if len(last) <= 1000 else f"{last[:1000]}…"
         try:
             tr.set_tags({"fb.error": last})
             tr.log_text("".join(traceback.format_exception(type(error), error, error.__traceback__)), "error.txt")
         except Exception:  # the status below matters more than the error text
             pass
-    with_retry(tr.client.set_terminated, tr.run_id, status)
+    try:
+        _mark(tr.client, tr.run_id, fb_status)
+    finally:
+        with_retry(tr.client.set_terminated, tr.run_id, status)
 
 
 @contextmanager
@@ -383,7 +417,9 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
 
     Logs identity tags, git commit and package versions, the flattened resolved config as params and
     ``config.yaml``; ends FINISHED, FAILED on an exception (tag ``fb.error`` = its last line, ``error.txt`` = the
-    traceback; re-raised) or KILLED on KeyboardInterrupt / SystemExit (what Lightning raises after Ctrl-C).
+    traceback; re-raised) or KILLED on KeyboardInterrupt / SystemExit (what Lightning raises after Ctrl-C). A
+    :class:`TrainingDiverged` ends it FAILED with ``fb.status=diverged`` and ``fb.error="diverged: ..."`` (re-raised:
+    ``fusionbench train`` exits non-zero). Every end sets ``fb.status``; see the module docstring for the names.
     Raises :class:`RunBusy` if another live process is running the same identity. On a distributed rank ≥ 1
     (``RANK`` / ``LOCAL_RANK``) yields a :class:`NullRun` that logs nothing: rank 0 records the run.
     """
@@ -459,6 +495,14 @@ def identity_finished(store: str | Path, experiment: str, key: str) -> bool:
     return len(page) > 0
 
 
+def diverged_identities(store: str | Path, experiment: str) -> dict[str, str]:
+    """Identity key → ``fb.error`` of its latest diverged run. Training is deterministic (fixed seed, deterministic
+    kernels), so the same identity diverges again: a sweep reports these instead of re-running them."""
+    runs = search_all(store, experiment, f"tags.`{STATUS_TAG}` = 'diverged'")
+    return {r.data.tags["fb.identity"]: r.data.tags.get("fb.error", "diverged")
+            for r in runs if "fb.identity" in r.data.tags}
+
+
 def finished_identities(store: str | Path, experiment: str) -> set[str]:
     """Identity keys that have at least one FINISHED run."""
     runs = search_all(store, experiment, "attributes.status = 'FINISHED'")
@@ -501,6 +545,9 @@ def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = N
             continue
         with_retry(c.set_tag, r.info.run_id, "fb.error",
                    reason or "found RUNNING with no live process holding its lock (killed or crashed)")
-        with_retry(c.set_terminated, r.info.run_id, status)
+        try:
+            _mark(c, r.info.run_id, FB_STATUS[status])
+        finally:
+            with_retry(c.set_terminated, r.info.run_id, status)
         reaped.append(r.info.run_id)
     return reaped

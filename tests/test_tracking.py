@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from fusionbench import tracking
 from fusionbench.config import PROJECT_ROOT, Config, config_hash, load_config
+from fusionbench.errors import TrainingDiverged
 from sweep_runners import fresh_store
 
 
@@ -35,6 +36,26 @@ def test_ensure_experiment_is_idempotent(store: Path) -> None:
     assert tracking.ensure_experiment(store, "other") != first
     exp = tracking.client(store).get_experiment(first)
     assert exp.artifact_location == (store.parent / "mlartifacts" / "t").as_uri()
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3 UI: training layout
+
+
+def test_experiment_kind_is_set_on_an_existing_experiment_that_lacks_it(store: Path) -> None:
+    c = tracking.client(store)
+    exp_id = c.create_experiment("made-elsewhere")  # e.g. by an older fusionbench or by hand
+    assert "mlflow.experimentKind" not in c.get_experiment(exp_id).tags
+    assert tracking.ensure_experiment(store, "made-elsewhere") == exp_id
+    assert c.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    c.set_experiment_tag(exp_id, "mlflow.experimentKind", "genai_development")  # a user's own choice is kept
+    tracking._experiment_id.cache_clear()
+    tracking.ensure_experiment(store, "made-elsewhere")
+    assert c.get_experiment(exp_id).tags["mlflow.experimentKind"] == "genai_development"
+
+
+def test_run_names_are_readable_and_unique_per_identity(store: Path) -> None:
+    a = tracking.identity_of(_cfg(store, "fusion=mbt", "seed=1"))
+    b = tracking.identity_of(_cfg(store, "fusion=mbt", "seed=1", "train.lr=0.002"))
+    assert a.run_name == f"mbt/synth-joint/s1/{a.config_hash[:6]}"
+    assert a.run_name != b.run_name  # same fusion, data and seed; another config
 
 
 def test_finished_run_records_identity_params_config_and_metrics(store: Path, tmp_path: Path, monkeypatch) -> None:
@@ -50,7 +71,8 @@ def test_finished_run_records_identity_params_config_and_metrics(store: Path, tm
     ident = tracking.identity_of(cfg)
 
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "late/synth-joint/s7"
+    assert run.info.run_name == f"late/synth-joint/s7/{ident.config_hash[:6]}"
+    assert run.data.tags["fb.status"] == "finished"
     tags = run.data.tags
     assert tags["fb.fusion"] == "late" and tags["fb.dataset"] == "synth-joint" and tags["fb.seed"] == "7"
     assert tags["fb.config_hash"] == config_hash(cfg) == ident.config_hash
@@ -95,8 +117,9 @@ def test_exception_marks_failed_with_error_line_and_reraises(store: Path) -> Non
         with tracking.tracked_run(_cfg(store)) as tr:
             raise RuntimeError("out of cheese")
     run = tracking.client(store).get_run(tr.run_id)
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FAILED" and run.data.tags["fb.status"] == "failed"
     assert run.data.tags["fb.error"] == "RuntimeError: out of cheese"
+    assert run.info.run_name.endswith(" [FAILED]")
     assert tracking.finished_identities(store, "t") == set()
 
 
@@ -105,7 +128,22 @@ def test_interruption_marks_killed(store: Path, interrupt: type[BaseException]) 
     with pytest.raises(interrupt):
         with tracking.tracked_run(_cfg(store)) as tr:
             raise interrupt
-    assert tracking.client(store).get_run(tr.run_id).info.status == "KILLED"
+    run = tracking.client(store).get_run(tr.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["fb.status"] == "killed"
+    assert run.info.run_name == f"{tr.identity.run_name} [KILLED]"
+
+
+def test_training_diverged_marks_failed_diverged_with_a_visible_name_and_reraises(store: Path) -> None:
+    with pytest.raises(TrainingDiverged):
+        with tracking.tracked_run(_cfg(store)) as tr:
+            raise TrainingDiverged("train", 12, float("nan"))
+    run = tracking.client(store).get_run(tr.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["fb.status"] == "diverged"
+    assert run.data.tags["fb.error"] == "diverged: train loss nan at step 12"
+    assert run.info.run_name == f"{tr.identity.run_name} [DIVERGED]"
+    assert tracking.diverged_identities(store, "t") == {tr.identity.key: "diverged: train loss nan at step 12"}
+    assert tracking.finished_identities(store, "t") == set()
 
 
 def test_runs_frame_has_status_tags_params_metrics(store: Path) -> None:
@@ -163,6 +201,7 @@ def test_identity_held_by_a_live_process_is_busy_and_not_reaped(store: Path) -> 
     assert tracking.reap_dead_runs(store, "t") == [run.info.run_id]
     reaped = tracking.client(store).get_run(run.info.run_id)
     assert reaped.info.status == "KILLED" and "no live process" in reaped.data.tags["fb.error"]
+    assert reaped.data.tags["fb.status"] == "killed" and reaped.info.run_name.endswith(" [KILLED]")
 
 
 def test_distributed_ranks_above_zero_log_nothing(store: Path, monkeypatch) -> None:
