@@ -33,6 +33,7 @@ def _trainer(cfg: DictConfig, callbacks: list, **overrides) -> L.Trainer:
         strategy=t.strategy,
         precision=t.precision,
         gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.accumulate,
         deterministic=t.deterministic,
         check_val_every_n_epoch=t.val_every_n_epochs,
         logger=False,
@@ -83,6 +84,7 @@ def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
         cfg.train,
         test_conditions=datamodule.test_conditions,
         top_k=cfg.eval.top_k,
+        batch_size=cfg.data.batch_size,  # train.blr: lr = blr × batch × devices × accumulate / 256
     )
     return datamodule, task
 
@@ -105,13 +107,18 @@ def run(cfg: DictConfig) -> str:
                 "model/gflops": forward_flops(task.model, *geometry) / 1e9,
                 "data/skipped": len(datamodule.skipped),
                 "data/train_clips": train_clips,
+                "train/lr_effective": task.lr,  # the peak lr the optimiser uses (train.lr, or the blr rule)
+                "train/effective_batch": task.effective_batch,
                 **reference_rates(datamodule.labels("test"), datamodule.num_classes, datamodule.multilabel),
                 **{f"data/norm/{k}": v for k, v in datamodule.norm_stats.items()},
             }
         )
         print(f"[{label}] {count_params(task.model):,} parameters, {train_clips} training clips", flush=True)
         start = time.perf_counter()
-        trainer = _trainer(cfg, [EpochLine(label), MLflowEpochMetrics(tracked), *_stopping(cfg.train)])
+        from fusionbench.tasks.divergence import DivergenceCheck  # NaN/inf loss: TrainingDiverged, run "diverged"
+
+        callbacks = [EpochLine(label), MLflowEpochMetrics(tracked), DivergenceCheck(), *_stopping(cfg.train)]
+        trainer = _trainer(cfg, callbacks)
         trainer.fit(task, datamodule=datamodule)
         train_s = time.perf_counter() - start
         tracked.log_metrics({"train/epochs": trainer.current_epoch})  # < max_epochs when stop_val_loss stopped it
