@@ -15,7 +15,9 @@ fresh worker. ``workers=0`` runs cells in this process (no crash isolation; hand
 Data: before the workers start, each distinct synthetic set among the cells to run is generated (if missing or
 stale) and leak-probed once, here (:func:`fusionbench.data.prepare.prepare_cells`, one line per set).
 
-Resume: a cell whose run identity has a FINISHED run is skipped. RUNNING runs whose identity lock nobody holds were
+Resume: a cell whose run identity has a FINISHED run is skipped. A cell whose identity diverged (its loss became NaN or
+inf: ``fb.status=diverged``) is reported ``diverged`` and not run again: training is deterministic, so it would diverge
+again (change its config, e.g. a lower lr, or delete that run to retry it). FAILED and KILLED cells run again. RUNNING runs whose identity lock nobody holds were
 left by a dead process (a SIGKILLed sweep): they are marked KILLED at start and their cells run again. A cell whose
 lock a live process holds (another sweep is running it) is reported ``busy`` and left alone.
 """
@@ -45,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from fusionbench import tracking
 from fusionbench.config import Config, ConfigError, load_config, project_path, to_dict
 from fusionbench.data.prepare import prepare_cells
+from fusionbench.errors import TrainingDiverged
 
 DEFAULT_RUNNER = "fusionbench.train:run"
 _RANGE = re.compile(r"^(-?\d+):(-?\d+)(?::(-?\d+))?$")
@@ -136,7 +139,8 @@ def plan(cells: list[list[str]], experiment_yaml: str | Path | None = None) -> l
         try:
             cfg = load_config(overrides, experiment_yaml)
         except ConfigError as exc:
-            raise ConfigError(f"sweep cell {i + 1}/{len(cells)} [{' '.join(overrides)}]: {exc}") from None
+            raise ConfigError(f"sweep cell {i + 1}/{len(cells)} [{' '.join(overrides)}]: {exc.reason}",
+                              where=exc.where, key=exc.key) from None
         cell = Cell(list(overrides), cfg, tracking.identity_of(cfg))
         key = (cell.store, cell.experiment, cell.identity.key)
         if key not in seen:
@@ -152,7 +156,7 @@ def plan(cells: list[list[str]], experiment_yaml: str | Path | None = None) -> l
 class CellOutcome:
     label: str
     overrides: list[str]
-    status: str  # finished | skipped | failed | busy
+    status: str  # finished | skipped | failed | diverged | busy
     run_id: str | None = None
     error: str | None = None
     seconds: float = 0.0
@@ -181,6 +185,11 @@ class SweepReport:
         return self._with("failed")
 
     @property
+    def diverged(self) -> list[CellOutcome]:
+        """Cells whose loss became NaN/inf, now or in an earlier sweep: results of their config, listed apart."""
+        return self._with("diverged")
+
+    @property
     def busy(self) -> list[CellOutcome]:
         return self._with("busy")
 
@@ -193,11 +202,13 @@ class SweepReport:
 
     def summary(self) -> str:
         lines = [f"sweep: {self.total} cells — {len(self.finished)} finished, {len(self.skipped)} skipped "
-                 f"(already finished), {len(self.failed)} failed, {len(self.busy)} busy elsewhere; "
+                 f"(already finished), {len(self.failed)} failed, {len(self.diverged)} diverged, "
+                 f"{len(self.busy)} busy elsewhere; "
                  f"{_hms(self.elapsed)}"]
         if self.reaped:
             lines.append(f"  marked KILLED at start (left RUNNING by a dead process): {len(self.reaped)} run(s)")
         lines += [f"  FAILED {o.label} [{' '.join(o.overrides)}]: {o.error}" for o in self.failed]
+        lines += [f"  DIVERGED {o.label} [{' '.join(o.overrides)}]: {o.error}" for o in self.diverged]
         lines += [f"  BUSY   {o.label}: {o.error}" for o in self.busy]
         return "\n".join(lines)
 
@@ -245,6 +256,8 @@ def run_cell(runner: Callable[[DictConfig], str], payload: dict[str, Any]) -> tu
             return "finished", run_id, None
     except tracking.RunBusy as exc:
         return "busy", None, str(exc)
+    except TrainingDiverged as exc:  # tracked_run recorded it FAILED with fb.status=diverged
+        return "diverged", None, str(exc)
     except Exception as exc:
         return "failed", None, _error_line(exc)
     except BaseException:  # interrupted: one that landed inside create_run leaves a RUNNING run tracked_run never saw
@@ -356,7 +369,7 @@ class _Progress:
     def end(self, cell: Cell, outcome: CellOutcome, running: int) -> None:
         self.report.outcomes.append(outcome)
         self.ended += 1
-        if outcome.status in ("finished", "failed"):
+        if outcome.status in ("finished", "failed", "diverged"):
             self.durations.append(outcome.seconds)
         left = self.todo - self.ended
         eta = "?"
@@ -366,7 +379,8 @@ class _Progress:
         r = self.report
         extra = f": {outcome.error}" if outcome.error else ""
         self.log(f"[sweep {self.ended}/{self.todo}] {outcome.status} {cell.label} in {outcome.seconds:.1f}s{extra} | "
-                 f"finished {len(r.finished)}, failed {len(r.failed)}, busy {len(r.busy)}, running {running} | "
+                 f"finished {len(r.finished)}, failed {len(r.failed)}, diverged {len(r.diverged)}, "
+                 f"busy {len(r.busy)}, running {running} | "
                  f"elapsed {_hms(time.monotonic() - self.t0)}, ETA {eta}")
 
 
@@ -494,17 +508,25 @@ def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | N
     cells = plan(expand_grids(overrides), experiment)
     report = SweepReport(total=len(cells))
     finished: dict[tuple[str, str], set[str]] = {}
+    diverged: dict[tuple[str, str], dict[str, str]] = {}
     for target in dict.fromkeys((c.store, c.experiment) for c in cells):
         tracking.ensure_experiment(*target)  # create the DB and experiment here, before any worker races for them
         report.reaped += tracking.reap_dead_runs(*target)
         finished[target] = tracking.finished_identities(*target)
+        diverged[target] = tracking.diverged_identities(*target)
     todo = []
     for cell in cells:
-        if cell.identity.key in finished[(cell.store, cell.experiment)]:
+        target = (cell.store, cell.experiment)
+        if cell.identity.key in finished[target]:
             report.outcomes.append(CellOutcome(cell.label, cell.overrides, "skipped"))
+        elif cell.identity.key in diverged[target]:
+            why = (f"{diverged[target][cell.identity.key]} (in an earlier run; not re-run: deterministic training "
+                   f"diverges again; change the config or delete that run to retry)")
+            report.outcomes.append(CellOutcome(cell.label, cell.overrides, "diverged", error=why))
         else:
             todo.append(cell)
-    log(f"[sweep] {len(cells)} cells: {len(cells) - len(todo)} already finished, {len(todo)} to run "
+    log(f"[sweep] {len(cells)} cells: {len(report.skipped)} already finished, {len(report.diverged)} diverged "
+        f"before (not re-run), {len(todo)} to run "
         f"({'in-process' if workers < 1 else f'{min(workers, len(todo))} worker process(es)'}); "
         f"{len(report.reaped)} dead RUNNING run(s) marked KILLED")
     if todo:  # generate + leak-probe each synthetic set once here, so no two workers write one set
@@ -518,6 +540,21 @@ def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | N
     report.elapsed = time.monotonic() - t0
     log(report.summary())
     return report
+
+
+def dry_run(overrides: list[str] | list[list[str]], experiment: str | Path | None = None,
+            log: Callable[[str], None] = _print) -> list[tuple[Cell, bool]]:
+    """Validate every cell (``plan``) and list it with whether its identity already FINISHED in its store
+    (``tracking.identity_finished``); run, generate and create nothing (a store that does not exist yet is not made)."""
+    cells = plan(expand_grids(overrides), experiment)
+    listed = []
+    for cell in cells:
+        done = Path(cell.store).exists() and tracking.identity_finished(cell.store, cell.experiment, cell.identity.key)
+        listed.append((cell, done))
+        log(f"{'finished' if done else 'to run':9s} {cell.label}  [{' '.join(cell.overrides)}]")
+    done_count = sum(done for _, done in listed)
+    log(f"{len(cells)} cells: {done_count} already finished, {len(cells) - done_count} to run (dry run: nothing ran)")
+    return listed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -536,15 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)  # a terminated sweep stops its workers and marks their runs KILLED
     try:
         if args.dry_run:
-            cells = plan(expand_grid(args.overrides), args.experiment)
-            done = {}
-            for cell in cells:
-                target = (cell.store, cell.experiment)
-                if target not in done:
-                    done[target] = tracking.finished_identities(*target) if Path(cell.store).exists() else set()
-                state = "finished" if cell.identity.key in done[target] else "to run"
-                print(f"{state:9s} {cell.label}  [{' '.join(cell.overrides)}]")
-            print(f"{len(cells)} cells")
+            dry_run(args.overrides, args.experiment)
             return 0
         report = run_sweep(args.overrides, args.experiment, args.workers, args.runner)
     except (ConfigError, RuntimeError) as exc:
