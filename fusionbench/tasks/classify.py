@@ -1,8 +1,10 @@
 """Supervised audio-visual classification around any registered fusion model.
 
-Multiclass: cross-entropy with label smoothing; multilabel: binary cross-entropy. The training loss is the model's own
-rule (``model.loss``: e.g. MBT/late average the per-modality losses). AdamW with linear warm-up then cosine decay to 0,
-no weight decay on biases, norms, positional embeddings and learned tokens (ViT/MAE practice).
+Multiclass: cross-entropy with label smoothing; multilabel: binary cross-entropy on smoothed targets
+(``smooth_multilabel``). The training loss is the model's own rule (``model.loss``: e.g. MBT/late average the
+per-modality losses). AdamW with per-step linear warm-up then cosine decay to 0 (steps = optimiser steps, after
+gradient accumulation); weight decay on the weights of Linear/Conv layers only (``decay_groups``, ViT/MAE practice).
+Peak lr: ``train.lr``, or the papers' rule ``blr × effective batch / 256`` when ``train.blr > 0`` (``peak_lr``).
 Test: every evaluation condition (``av``, ``audio_only``, ``video_only``, corruptions) gets its own metric collection;
 results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}``.
 """
@@ -30,8 +32,47 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def no_decay(name: str, param: Tensor) -> bool:
-    return param.ndim <= 1 or name.endswith(".pos") or any(t in name for t in ("cls", "token", "bottleneck", "query"))
+DECAYED_MODULES = (nn.Linear, nn.modules.conv._ConvNd)  # their ``weight`` is decayed; nothing else is
+
+
+def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(decayed, not decayed) parameter names, chosen by what each parameter is, never by its name.
+
+    Decayed: the ``weight`` of every Linear / Conv layer (attention and MLP projections, the tokenizers' patch
+    projections, the heads). Not decayed: biases, every parameter of a norm layer (LayerNorm, BatchNorm, ...), and
+    every parameter registered directly on any other module: positional embeddings, CLS tokens, bottlenecks,
+    fusion / aggregation tokens, readout queries (ViT / MAE / DeepAVFusion practice). A parameter shared by two
+    modules is listed once, under its first name.
+    """
+    decay, plain, seen = [], [], set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if id(param) in seen or not param.requires_grad:
+                continue
+            seen.add(id(param))
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            (decay if isinstance(module, DECAYED_MODULES) and param_name == "weight" else plain).append(name)
+    return decay, plain
+
+
+def effective_batch(train_cfg: DictConfig, batch_size: int) -> int:
+    """Samples per optimiser step: data.batch_size × train.devices × train.accumulate."""
+    return int(batch_size) * int(train_cfg.devices) * int(train_cfg.accumulate)
+
+
+def peak_lr(train_cfg: DictConfig, batch_size: int) -> float:
+    """``train.blr > 0``: the papers' rule (MAE, DeepAVFusion) lr = blr × effective batch / 256; else ``train.lr``."""
+    if train_cfg.blr and train_cfg.blr > 0:
+        return float(train_cfg.blr) * effective_batch(train_cfg, batch_size) / 256
+    return float(train_cfg.lr)
+
+
+def smooth_multilabel(target: Tensor, eps: float) -> Tensor:
+    """Multi-hot targets smoothed as scenic's ``apply_label_smoothing`` does for MBT's sigmoid cross-entropy
+    (google-research/scenic ``model_lib/base_models/model_utils.py``): y · (1 − ε) + ε / K, K = number of classes
+    (not the binary ε / 2 rule). (B, K) → (B, K) float."""
+    target = target.float()
+    return target * (1.0 - eps) + eps / target.shape[-1] if eps else target
 
 
 class ClassifyTask(L.LightningModule):
@@ -43,8 +84,14 @@ class ClassifyTask(L.LightningModule):
         train_cfg: DictConfig,
         test_conditions: Sequence[Sequence[Condition]] = (),
         top_k: int = 5,
+        batch_size: int | None = None,
     ) -> None:
+        """``batch_size``: the per-device data batch size (data.batch_size); needed for ``train.blr``."""
         super().__init__()
+        if train_cfg.blr and train_cfg.blr > 0 and batch_size is None:
+            raise ValueError("train.blr needs the data batch size (ClassifyTask(batch_size=...))")
+        self.effective_batch = effective_batch(train_cfg, batch_size) if batch_size is not None else None
+        self.lr = peak_lr(train_cfg, batch_size) if batch_size is not None else float(train_cfg.lr)
         self.model = model
         self.multilabel = multilabel
         self.train_cfg = train_cfg
@@ -59,8 +106,8 @@ class ClassifyTask(L.LightningModule):
         self.test_results: dict[str, float] = {}
 
     def criterion(self, logits: Tensor, target: Tensor) -> Tensor:
-        if self.multilabel:
-            return F.binary_cross_entropy_with_logits(logits, target.float())
+        if self.multilabel:  # mean over samples and classes (scenic sums the classes: a constant factor K)
+            return F.binary_cross_entropy_with_logits(logits, smooth_multilabel(target, self.train_cfg.label_smoothing))
         return F.cross_entropy(logits, target, label_smoothing=self.train_cfg.label_smoothing)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None):
@@ -103,17 +150,19 @@ class ClassifyTask(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.train_cfg
-        decay, plain = [], []
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                (plain if no_decay(name, param) else decay).append(param)
+        params = dict(self.model.named_parameters())
+        decay, plain = decay_groups(self.model)
+        groups = [
+            {"params": [params[n] for n in decay], "weight_decay": cfg.weight_decay, "names": decay},
+            {"params": [params[n] for n in plain], "weight_decay": 0.0, "names": plain},
+        ]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}],
-            lr=cfg.lr,
+            groups,
+            lr=self.lr,
             betas=tuple(cfg.betas),
             fused=True,  # one kernel for every parameter: optimiser step 15 → 6 ms on CPU (MBT, small preset)
         )
-        total = int(self.trainer.estimated_stepping_batches)
+        total = int(self.trainer.estimated_stepping_batches)  # optimiser steps: Lightning divides by accumulation
         warmup = max(1, int(cfg.warmup_frac * total))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
