@@ -2,9 +2,9 @@
 
 - ``vggsound.csv`` (option ``annotations``) has no header and 4 columns ``youtube_id,start_seconds,label,split``
   (``start_seconds`` an integer, split train or test); labels with commas are double-quoted
-  (``"heart sounds, heartbeat"``), so rows are parsed with ``csv.reader``. Clip files are named by ``template`` (default ``{ytid}_{start:06d}.mp4``, as the
-  official repo and the usual mirrors; ``.wav`` / ``.flac`` for audio-only copies), fields ``ytid``, ``start``
-  (int), ``end`` (``start + 10``), ``label``, ``split``.
+  (``"heart sounds, heartbeat"``), so rows are parsed with ``csv.reader``. Clip files are named by ``template``
+  (default ``{ytid}_{start:06d}.mp4``, as the official repo and the usual mirrors; ``.wav`` / ``.flac`` for
+  audio-only copies), fields ``ytid``, ``start`` (int), ``end`` (``start + 10``), ``label``, ``split``.
 - The 2-column form (the official repo's ``data/test.csv``: ``glLQrEijrKg_000300.mp4,playing hammond organ``,
   optionally under a ``file,label`` header) names each file itself; its clips get ``split`` (default none).
 - A file that does not exist (YouTube take-downs) is left out and reported, not an error unless none remain.
