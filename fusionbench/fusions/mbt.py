@@ -13,8 +13,11 @@ one learned parameter drawn from N(0, 0.02), tiled over the batch, without posit
 Because the tower weights are exactly late fusion's (``TwoTowers``), ``fusion_layer = depth`` is late fusion and a
 late-fusion state dict loads with only ``bottleneck`` missing.
 
-Note: the towers read b^{l+1} (the first averaged bottlenecks) at layer Lf + 1, so with Lf >= depth - 1 the exchange
-never reaches the CLS tokens and the outputs equal late fusion's (the default on the 2-layer ``tiny`` preset).
+What reaches the CLS tokens (tests/test_fusion_mbt.py): at layer Lf the towers read the initial, learned b (no
+input in it); the first averaged, cross-modal b is read at layer Lf + 1. So with Lf >= depth - 1 no cross-modal
+information reaches either CLS: each stream's logits are a function of its own modality alone. With Lf = depth - 1
+they still differ from late fusion's with the same weights (the last layer attends over the learned b as well);
+only Lf = depth is late fusion. On the 2-layer ``tiny`` preset the default Lf = 1 = depth - 1: no fusion.
 
 fusionbench's choices:
 - ``bottleneck_plus_one=True``: like the scenic code with a CLS ('token') classifier, ``num_bottlenecks + 1`` tokens
