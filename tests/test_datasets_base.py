@@ -53,3 +53,20 @@ def test_registry_and_option_check(tmp_path: Path) -> None:
         read_dataset("vggsound", tmp_path, templ="{ytid}.mp4")
     with pytest.raises(UserError, match="unknown dataset 'vgg'"):
         read_dataset("vgg", tmp_path)
+
+
+@pytest.mark.parametrize("name, files, bad", [
+    ("vggsound", {"vggsound.csv": b"abcdefghijk,1,caf\xe9,train\n"}, "vggsound.csv, line 1"),
+    ("audioset", {"class_labels_indices.csv": b'index,mid,display_name\n0,/m/09x0r,"Sp\xe9ech"\n',
+                  "balanced_train_segments.csv": b""}, "class_labels_indices.csv, line 2"),
+    ("kinetics", {"annotations/train.csv": b"label,youtube_id,time_start,time_end,split\n\n\nx\xff,a,0,1,train\n"},
+     "train.csv, line 4"),
+    ("epic_kitchens", {"EPIC_100_train.csv": b"video_id\n\xc3\x28\n"}, "EPIC_100_train.csv, line 2"),
+])
+def test_each_reader_names_the_non_utf8_line(tmp_path: Path, name: str, files: dict[str, bytes], bad: str) -> None:
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    with pytest.raises(UserError, match="not UTF-8") as err:
+        read_dataset(name, tmp_path, check_files=False)
+    assert str(err.value.where).endswith(bad)
