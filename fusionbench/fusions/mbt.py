@@ -13,7 +13,7 @@ one learned parameter drawn from N(0, 0.02), tiled over the batch, without posit
 Because the tower weights are exactly late fusion's (``TwoTowers``), ``fusion_layer = depth`` is late fusion and a
 late-fusion state dict loads with only ``bottleneck`` missing.
 
-What reaches the CLS tokens (tests/test_fusion_mbt.py): at layer Lf the towers read the initial, learned b (no
+What reaches the CLS tokens (tests/test_routing_rules.py): at layer Lf the towers read the initial, learned b (no
 input in it); the first averaged, cross-modal b is read at layer Lf + 1. So with Lf >= depth - 1 no cross-modal
 information reaches either CLS: each stream's logits are a function of its own modality alone. With Lf = depth - 1
 they still differ from late fusion's with the same weights (the last layer attends over the learned b as well);
