@@ -132,7 +132,7 @@ def media_path(root: Path, relative: str, where_: str) -> Path:
     norm = os.path.normpath(rel)
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise UserError(f"media path {relative!r} escapes the root ('..' refused)", where=where_)
-    suffix = Path(norm).suffix.lower()
+    suffix = os.path.splitext(norm)[1].lower()
     if suffix not in MEDIA_SUFFIXES:
         raise UserError(
             f"{relative!r} is not a media file (suffix {suffix or 'none'!r}; playlists and references to other "
