@@ -51,6 +51,7 @@ def test_published_head_parses(tmp_path: Path) -> None:
     assert first.path == tmp_path / "Y--PJHxphWEs.wav" and first.split == "train" and first.extras["line"] == 4
     assert (first.extras["segment_start_s"], first.extras["segment_end_s"]) == (30.0, 40.0)
     assert (first.start_s, first.end_s) == (0.0, None) and first.extras["group"] == "--PJHxphWEs"
+    assert recs.sources == [tmp_path / "balanced_train_segments.csv", tmp_path / "class_labels_indices.csv"]
 
 
 @pytest.mark.parametrize("template, name", [

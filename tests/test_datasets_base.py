@@ -70,3 +70,11 @@ def test_each_reader_names_the_non_utf8_line(tmp_path: Path, name: str, files: d
     with pytest.raises(UserError, match="not UTF-8") as err:
         read_dataset(name, tmp_path, check_files=False)
     assert str(err.value.where).endswith(bad)
+
+
+def test_sources_list_every_file_read(tmp_path: Path) -> None:
+    """The run identity hashes these: editing a class list must change it, so it must be listed."""
+    (tmp_path / "vggsound.csv").write_bytes(b"abcdefghijk,1,x,train\n")
+    (tmp_path / "classes.txt").write_bytes(b"x\n")
+    recs = read_dataset("vggsound", tmp_path, class_list="classes.txt", check_files=False)
+    assert recs.sources == [tmp_path / "vggsound.csv", tmp_path / "classes.txt"]

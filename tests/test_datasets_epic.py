@@ -55,6 +55,8 @@ def test_verb_segments_cut_by_timestamp(tmp_path: Path) -> None:
     assert recs.clips[2].start_s == pytest.approx(62.11)
     assert recs.clips[3].split == "val" and recs.clips[3].start_s == pytest.approx(599.5)
     assert recs.clips[1].extras["noun_class"] == 76  # the quoted all_nouns list did not shift the columns
+    assert [p.name for p in recs.sources] == ["EPIC_100_train.csv", "EPIC_100_validation.csv",
+                                              "EPIC_100_verb_classes.csv", "EPIC_100_noun_classes.csv"]
 
 
 def test_noun_and_action_targets(tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ def test_kinetics_sounds_class_list(tmp_path: Path) -> None:
     warnings = [r for r in recs.report if r.status == "warning"]
     assert [r.label for r in warnings if "matches no label" in r.reason] == ["blowing out"]
     assert any("1 rows of classes outside the class list" in r.reason for r in warnings)
+    assert [p.name for p in recs.sources] == ["train.csv", "val.csv", "test.csv", "ks.txt"]
 
 
 def test_kinetics_sounds_without_any_match_is_an_error(tmp_path: Path) -> None:

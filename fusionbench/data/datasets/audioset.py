@@ -67,7 +67,8 @@ def read(
 ) -> DatasetRecords:
     """Read AudioSet segment CSVs → multi-label clips (labels: sorted class indices)."""
     root = Path(root)
-    class_names, mids = read_class_labels(manifest_path(root, class_labels))
+    class_path = manifest_path(root, class_labels)
+    class_names, mids = read_class_labels(class_path)
     if annotations is None:
         files = [(split, root / name) for name, split in DEFAULT_SEGMENTS.items() if (root / name).is_file()]
         if not files:
@@ -109,4 +110,4 @@ def read(
             clips.append(Clip(path, tuple(sorted(labels)), split, start_s, end_s, extras))
         if n_rows == 0:
             raise error("no segments", csv_path)
-    return finish(clips, class_names, True, report, ", ".join(str(p) for _, p in files))
+    return finish(clips, class_names, True, report, [p for _, p in files] + [class_path])

@@ -55,6 +55,7 @@ class DatasetRecords:
     class_names: list[str]
     multilabel: bool
     report: list[ReportRow] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # every annotation / class file read (for the run's identity)
 
     def counts(self) -> Counter[str]:
         """Report rows per status, e.g. ``{"missing": 3, "warning": 1}``."""
@@ -224,7 +225,7 @@ def missing_row(path: Path, where_: str, split: str | None, label: str) -> Repor
 
 
 def finish(
-    clips: list[Clip], class_names: list[str], multilabel: bool, report: list[ReportRow], source: str
+    clips: list[Clip], class_names: list[str], multilabel: bool, report: list[ReportRow], sources: list[Path]
 ) -> DatasetRecords:
     """The records, or a ``UserError`` when no clip remains (every file missing or every row left out)."""
     if not clips:
@@ -233,6 +234,6 @@ def finish(
         hint = f" (first missing: {first.path}; check data.root and the file template)" if first else ""
         raise UserError(
             f"no clips remain ({counts.get('missing', 0)} missing, {counts.get('skipped', 0)} skipped){hint}",
-            where=source,
+            where=", ".join(str(p) for p in sources),
         )
-    return DatasetRecords(clips, class_names, multilabel, report)
+    return DatasetRecords(clips, class_names, multilabel, report, sources)

@@ -105,7 +105,8 @@ def read(
                 raise error(f"negative class id (verb_class={verb}, noun_class={noun})", csv_path, line)
             rows.append((csv_path, line, split, row, start, stop, verb, noun))
 
-    names = {kind: _class_names(root, kind, given, rows, report)
+    sources = [p for _, p in files]
+    names = {kind: _class_names(root, kind, given, rows, report, sources)
              for kind, given in (("verb", verb_classes), ("noun", noun_classes))}
     for csv_path, line, _, _, _, _, verb, noun in rows:
         for kind, value in (("verb", verb), ("noun", noun)):
@@ -133,13 +134,16 @@ def read(
             if key in row:
                 extras[key] = row[key]
         clips.append(Clip(path, (label,), split, start, stop, extras))
-    return finish(clips, class_names, False, report, ", ".join(str(p) for _, p in files))
+    return finish(clips, class_names, False, report, sources)
 
 
-def _class_names(root: Path, kind: str, given: str | None, rows: list, report: list[ReportRow]) -> list[str]:
+def _class_names(
+    root: Path, kind: str, given: str | None, rows: list, report: list[ReportRow], sources: list[Path]
+) -> list[str]:
     """Keys from the class file (given, or the default name in ``root``), else the annotations' own text."""
     path = manifest_path(root, given) if given else root / DEFAULT_CLASSES[kind]
     if given or path.is_file():
+        sources.append(path)
         return read_classes(path)
     seen: dict[int, str] = {}
     for _, _, _, row, _, _, verb, noun in rows:

@@ -116,9 +116,11 @@ def read(
             rows.append((csv_path, line, label, ytid, start, end, get("split"), split_name(get("split"), at), is_cc))
 
     labels = sorted({r[2] for r in rows})
+    sources = [p for _, p in files]
     if class_list:
         list_path = manifest_path(root, class_list)
         class_names = read_class_list(list_path)
+        sources.append(list_path)
         by_norm = {_norm(name): i for i, name in enumerate(class_names)}
         to_index = {label: by_norm[_norm(label)] for label in labels if _norm(label) in by_norm}
         matched = {to_index[label] for label in to_index}
@@ -164,7 +166,7 @@ def read(
     if left_out:
         report.append(ReportRow("warning", f"{left_out} rows of classes outside the class list left out",
                                 ", ".join(str(p) for _, p in files)))
-    return finish(clips, class_names, False, report, ", ".join(str(p) for _, p in files))
+    return finish(clips, class_names, False, report, sources)
 
 
 def read_sounds(

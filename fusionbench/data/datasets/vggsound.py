@@ -78,9 +78,11 @@ def read(
         parsed.append((line, media_path(root, rel, at), label, row_split, ytid, start))
 
     report: list[ReportRow] = []
+    sources = [csv_path]
     if class_list:
         list_path = manifest_path(root, class_list)
         class_names = read_class_list(list_path)
+        sources.append(list_path)
         used = {label for _, _, label, *_ in parsed}
         report += [
             ReportRow("warning", f"class {name!r} of the class list matches no label", str(list_path), label=name)
@@ -101,5 +103,5 @@ def read(
         start_s, end_s = (float(start), float(start + CLIP_SECONDS)) if untrimmed else (0.0, None)
         extras = {"group": ytid, "ytid": ytid, "source_start_s": float(start), "line": line}
         clips.append(Clip(path, (to_index[label],), row_split, start_s, end_s, extras))
-    return finish(clips, class_names, False, report, str(csv_path))
+    return finish(clips, class_names, False, report, sources)
 
