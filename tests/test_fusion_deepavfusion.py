@@ -69,7 +69,21 @@ def naive_factorized(attn, f, xv, xa) -> torch.Tensor:
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("kind, naive", [("dense", naive_dense), ("factorized", naive_factorized)])
+def naive_token(attn, f, xv, xa) -> torch.Tensor:
+    """f queries over [x_v ‖ x_a] at width D', scaled by its own head width (D'/heads)^-0.5."""
+    inner = attn.q.out_features
+    out = []
+    for b in range(f.shape[0]):
+        kv = [attn.kv(k) for k in torch.cat([xv[b], xa[b]])]
+        qs = [attn.q(t) for t in f[b]]
+        scale = (inner / HEADS) ** -0.5
+        out.append(attn.proj(naive_attention(qs, [x[:inner] for x in kv], [x[inner:] for x in kv], HEADS, scale)))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "kind, naive", [("token", naive_token), ("dense", naive_dense), ("factorized", naive_factorized)]
+)
 def test_interaction_matches_the_naive_per_pair_loop(kind, naive):
     blk = block(kind)
     f, xv, xa = tokens(3, 4)
@@ -181,3 +195,61 @@ def test_joint_loss_is_on_the_averaged_logits(joint):
     )
     torch.testing.assert_close(model.loss(out, target, F.cross_entropy), expected)
     torch.testing.assert_close(out.logits, sum(out.streams.values()) / 3)
+
+
+@pytest.mark.parametrize("perturbed", ["video", "audio"])
+def test_token_interaction_reads_both_modalities(perturbed):
+    blk = block("token")
+    f, xv, xa = tokens(3, 4)
+    other = tokens(3, 4, seed=1)
+    xv2, xa2 = (other[1], xa) if perturbed == "video" else (xv, other[2])
+    with torch.no_grad():
+        assert not torch.allclose(blk(f, xv, xa), blk(f, xv2, xa2), atol=1e-5)
+    model = randomized(fusion_block="token")
+    x, y = inputs(1), inputs(2)
+    changed = {**x, perturbed: y[perturbed]}
+    with torch.no_grad():
+        assert not torch.allclose(model(**x).streams["fusion"], model(**changed).streams["fusion"], atol=1e-5)
+
+
+def naive_encoder(model, audio: torch.Tensor, video: torch.Tensor, parallel: bool) -> dict[str, torch.Tensor]:
+    """The public code's loop (methods.md §3.2), written out: at a fusion layer each tower runs its full block over
+    [f ‖ own] and discards the fusion positions; f is updated by the layer's fusion block from the previous layer's
+    modality tokens (``parallel``) or from the updated ones; then LNs, mean pools, three heads, mean logits."""
+    xv, xa = model.tokenizer.video(video), model.tokenizer.audio(audio)
+    f = model.fusion_tokens.expand(audio.shape[0], -1, -1)
+    n_f = f.shape[1]
+    for layer in range(model.depth):
+        block_v, block_a = model.blocks["video"][layer], model.blocks["audio"][layer]
+        if layer not in model.fusion_layers:
+            xv, xa = block_v(xv), block_a(xa)
+            continue
+        new_v = block_v(torch.cat([f, xv], dim=1))[:, n_f:]
+        new_a = block_a(torch.cat([f, xa], dim=1))[:, n_f:]
+        f = model.fusion[str(layer)](f, *((xv, xa) if parallel else (new_v, new_a)))
+        xv, xa = new_v, new_a
+    streams = {
+        "audio": model.heads_out["audio"](model.norms["audio"](xa).mean(1)),
+        "video": model.heads_out["video"](model.norms["video"](xv).mean(1)),
+        "fusion": model.heads_out["fusion"](model.norms["fusion"](f).mean(1)),
+    }
+    streams["logits"] = (streams["audio"] + streams["video"] + streams["fusion"]) / 3
+    return streams
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+@pytest.mark.parametrize("kind", ["token", "dense", "factorized"])
+@pytest.mark.parametrize("layers", ["all", [1]])
+def test_encoder_loop_matches_the_naive_loop(kind, parallel, layers):
+    torch.manual_seed(0)
+    model = create_model(
+        "deepavfusion", 5, "tiny", depth=3, fusion_block=kind, parallel_update=parallel, fusion_layers=layers
+    ).eval()
+    x = inputs(3)
+    with torch.no_grad():
+        out, ref = model(**x), naive_encoder(model, x["audio"], x["video"], parallel)
+        other = naive_encoder(model, x["audio"], x["video"], not parallel)
+    for s in ("audio", "video", "fusion"):
+        torch.testing.assert_close(out.streams[s], ref[s], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logits, ref["logits"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out.logits, other["logits"], atol=1e-5)  # parallel_update means what it says
