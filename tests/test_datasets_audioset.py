@@ -76,6 +76,7 @@ def test_missing_files_reported(tmp_path: Path) -> None:
     recs = read_dataset("audioset", tmp_path)
     assert [c.extras["ytid"] for c in recs.clips] == ["--ZhevVpy1s"] and recs.counts() == {"missing": 2}
     assert recs.report[0].where.endswith("balanced_train_segments.csv, line 4")
+    assert recs.report[0].label == "Speech|Gush" and recs.report[0].path == str(tmp_path / "Y--PJHxphWEs.wav")
 
 
 def test_unknown_mid_names_the_line(tmp_path: Path) -> None:

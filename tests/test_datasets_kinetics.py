@@ -63,6 +63,17 @@ def test_by_class_folder_renamed_still_found(tmp_path: Path) -> None:
     assert recs.clips[1].path == tmp_path / "train" / "air_drumming" / "--nQbRBEz2s.mp4"
 
 
+def test_another_window_of_the_same_video_is_not_a_match(tmp_path: Path) -> None:
+    _kinetics(tmp_path, by_class=True)
+    folder = tmp_path / "train" / "air drumming"
+    (folder / "--nQbRBEz2s_000104_000114.mp4").rename(folder / "--nQbRBEz2s_000000_000010.mkv")
+    recs = read_dataset("kinetics", tmp_path)
+    assert [r.path for r in recs.report if r.status == "missing"] == [
+        str(tmp_path / "train" / "--nQbRBEz2s_000104_000114.mp4")]
+    (folder / "--nQbRBEz2s_000000_000010.mkv").rename(folder / "--nQbRBEz2s_000104_000114.webm")
+    assert read_dataset("kinetics", tmp_path).clips[1].path == folder / "--nQbRBEz2s_000104_000114.webm"
+
+
 def test_missing_clips_reported(tmp_path: Path) -> None:
     recs = read_dataset("kinetics", _kinetics(tmp_path, skip=("--nQbRBEz2s", "_dbcJuKJQNs")))
     assert len(recs.clips) == 3 and recs.counts() == {"missing": 2, "warning": 1}

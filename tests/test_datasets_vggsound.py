@@ -73,6 +73,11 @@ def test_two_column_form(tmp_path: Path) -> None:
     assert [c.labels for c in recs.clips] == [(1,), (0,)] and {c.split for c in recs.clips} == {"test"}
 
 
+def test_split_option_only_for_the_two_column_form(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="2-column file,label form only"):
+        read_dataset("vggsound", _set(tmp_path), split="test")
+
+
 def test_two_column_dotdot_path_refused(tmp_path: Path) -> None:
     (tmp_path / "test.csv").write_bytes(b"ok_000001.mp4,a\n../../etc/x_000001.mp4,b\n")
     with pytest.raises(UserError, match=r"test.csv, line 2: media path .* escapes the root"):

@@ -103,7 +103,7 @@ def read(
             rel = format_template(template, fields, at)
             path = media_path(root, rel, at)
             if not exists(path):
-                report.append(missing_row(path, at, split, label_text))
+                report.append(missing_row(path, at, split, "|".join(class_names[i] for i in sorted(labels))))
                 continue
             start_s, end_s = (start, end) if untrimmed else (0.0, None)
             extras = {"group": ytid, "ytid": ytid, "segment_start_s": start, "segment_end_s": end, "line": line}

@@ -1,14 +1,15 @@
 """Kinetics-400/600/700 (CVDF release) and Kinetics-Sounds (a class subset of Kinetics-400).
 
-- ``annotations`` maps split → CSV; by default whichever of ``annotations/{train,val,test}.csv`` exist. Columns are
+- ``annotations`` maps split → CSV (each row's split is its ``split`` column); by default whichever of ``annotations/{train,val,test}.csv`` exist. Columns are
   chosen by header name: ``label,youtube_id,time_start,time_end,split`` (+ ``is_cc`` in the crawler / K700 CSVs,
   kept in extras); labels may be quoted. A CSV without a ``label`` column (the K600/K700 test sets) is left out
   with a reported warning.
 - Files: ``template`` (default ``{split}/{ytid}_{start:06d}_{end:06d}.mp4``, fields ``ytid``, ``start``, ``end``,
   ``label``, ``split`` = the CSV's split text). When that file is absent the reader looks the YouTube id up among
   the files of ``<root>/<split>/`` and its sub-folders (the by-class layout ``{split}/{label}/...`` of CVDF's
-  ``arrange_by_classes.py``; the id is the first 11 characters of the name), preferring the one whose name is
-  the template's. Still absent → reported as missing.
+  ``arrange_by_classes.py``; the id is the first 11 characters of the name) for a file with the template's name
+  in any container (``.mkv``, ``.webm``) or named by the id alone; another window of the same video does not
+  count. Still absent → reported as missing.
 - Class names: sorted labels, or the lines of ``class_list`` (fixes the index order).
 - Kinetics-Sounds (``read_sounds``) has no CSV of its own: ``class_list`` (required) names its classes, rows of
   other classes are left out (counted in one report warning), and a listed name that matches no label is a
@@ -49,8 +50,11 @@ class _FolderIndex:
         if split_dir not in self._by_split:
             self._by_split[split_dir] = self._scan(self.root / split_dir)
         found = self._by_split[split_dir].get(ytid, [])
-        exact = [p for p in found if p.stem == stem]
-        return exact[0] if exact else found[0] if len(found) == 1 else None
+        for name in (stem, ytid):  # the template's name (any container), else a file named by the id alone
+            match = next((p for p in found if p.stem == name), None)
+            if match is not None:
+                return match
+        return None  # a file of another window of the same video is not this clip
 
     @staticmethod
     def _scan(folder: Path) -> dict[str, list[Path]]:

@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from fusionbench.data.datasets.base import (
-    DatasetRecords, FileCheck, error, ReportRow, csv_rows, finish, format_template, manifest_path, media_path,
+    DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, manifest_path, media_path,
     missing_row, parse_int, read_class_list, split_name, where,
 )
 from fusionbench.data.manifest import Clip
@@ -55,7 +55,10 @@ def read(
         raise error(f"{width} fields; expected youtube_id,start_seconds,label,split or file,label",
                     csv_path, rows[0][0])
 
-    parsed = []  # (line, relative path, label, split, ytid, start)
+    if split and width == 4:
+        raise error("data.split applies to the 2-column file,label form only (this CSV has a split column)",
+                    csv_path)
+    parsed = []  # (line, media path, label, split, ytid, start)
     for line, values in rows:
         at = where(csv_path, line)
         if len(values) != width:
