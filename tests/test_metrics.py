@@ -46,3 +46,38 @@ def test_top1_is_micro_not_macro():
     metrics = classification_metrics(3, multilabel=False)
     metrics.update(logits, target)
     assert float(metrics.compute()["top1"]) == pytest.approx(0.75)
+
+
+def test_map_is_macro_on_an_unbalanced_fixture():
+    """Class sizes 120 / 40 / 12 / 5 / 3: macro (every class weighs the same) and weighted (by support) differ."""
+    from sklearn.metrics import average_precision_score
+
+    gen = torch.Generator().manual_seed(3)
+    sizes = [120, 40, 12, 5, 3]
+    num_classes = len(sizes)
+    target = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    # easy big classes, hard small ones: weighted mAP is well above macro
+    signal = torch.tensor([3.0, 2.0, 0.5, 0.2, 0.1])[target]
+    logits = torch.randn(len(target), num_classes, generator=gen) + signal[:, None] * torch.nn.functional.one_hot(
+        target, num_classes
+    )
+    onehot = np.eye(num_classes)[target.numpy()]
+    p = torch.softmax(logits, 1).numpy()
+    macro = average_precision_score(onehot, p, average="macro")
+    weighted = average_precision_score(onehot, p, average="weighted")
+    assert weighted - macro > 0.05  # the fixture tells the two apart
+    metrics = classification_metrics(num_classes, multilabel=False)
+    metrics.update(logits, target)
+    assert float(metrics.compute()["mAP"]) == pytest.approx(macro, abs=1e-5)
+
+    # multi-label: prevalences 50 %, 20 %, 5 %, 2 %
+    n = 400
+    prevalence = torch.tensor([0.5, 0.2, 0.05, 0.02])
+    labels = (torch.rand(n, 4, generator=gen) < prevalence).long()
+    labels[:4] = torch.eye(4, dtype=torch.long)  # every class has a positive
+    scores = torch.randn(n, 4, generator=gen) + torch.tensor([2.5, 1.5, 0.3, 0.2]) * labels
+    macro = average_precision_score(labels.numpy(), scores.numpy(), average="macro")
+    assert average_precision_score(labels.numpy(), scores.numpy(), average="weighted") - macro > 0.05
+    metrics = classification_metrics(4, multilabel=True)
+    metrics.update(scores, labels)
+    assert float(metrics.compute()["mAP"]) == pytest.approx(macro, abs=1e-5)
