@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index, manifest_path,
-    media_path, missing_row, parse_int, read_class_list, split_name, where, MEDIA_SUFFIXES,
+    MEDIA_SUFFIXES, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
+    manifest_path, media_path, missing_row, parse_int, read_class_list, split_name, where,
 )
 from fusionbench.data.manifest import Clip
 
