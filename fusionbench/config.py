@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fusionbench.errors import UserError
 
@@ -21,7 +21,20 @@ EXPERIMENTS = PROJECT_ROOT / "experiments"
 
 
 class ConfigError(UserError, ValueError):
-    """A config that cannot run: unknown key, bad value, missing file."""
+    """A config that cannot run: unknown key, bad value, missing file. ``key`` (when known) is the dotted config key
+    at fault; ``load_config`` then names the layer that set it (the experiment YAML or "command line") as ``where``."""
+
+    def __init__(self, reason: str, where: str | None = None, key: str | None = None) -> None:
+        super().__init__(reason, where)
+        self.key = key
+
+
+COMMAND_LINE = "command line"
+# Lightning's accelerator names and precision inputs (Trainer(accelerator=..., precision=...)); test_config checks
+# them against lightning.fabric's own Literal types, so a Lightning upgrade that changes them fails a test.
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true", "64", "32", "16", "bf16")
 
 
 @dataclass
@@ -153,9 +166,14 @@ def _check_keys(given: Any, schema: type, where: str = "") -> None:
 
 
 def _load_yaml(path: Path) -> dict:
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not path.is_file():
+        raise ConfigError("experiment file not found" if not path.exists() else "not a file", where=str(path))
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # YAML syntax errors and the like
+        raise ConfigError(f"cannot read YAML: {' '.join(str(exc).split())}", where=str(path)) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"expected a mapping of config keys, got {type(loaded).__name__}", where=str(path))
     return loaded or {}
 
 
@@ -163,44 +181,150 @@ def parse_dotlist(overrides: list[str]) -> dict:
     """``["a.b=1", "fusion=mbt"]`` → nested dict (values parsed as YAML)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not key=value")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+            raise ConfigError(f"override {item!r} is not key=value", where=COMMAND_LINE)
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse overrides: {' '.join(str(exc).split())}", where=COMMAND_LINE) from None
+
+
+def refuse_interpolations(layer: Any, where: str | None = None, prefix: str = "") -> None:
+    """Raise ConfigError for any string value containing ``${``: OmegaConf interpolations and resolvers
+    (``${oc.env:HOME}``, ``${data.root}``) are refused in every config layer (fusionbench's rule: a config holds
+    literal values, so what a run logs is what was written, and no environment value ever lands in MLflow params)."""
+    if isinstance(layer, dict):
+        for key, value in layer.items():
+            refuse_interpolations(value, where, f"{prefix}{key}.")
+    elif isinstance(layer, list):
+        for i, value in enumerate(layer):
+            refuse_interpolations(value, where, f"{prefix[:-1]}[{i}].")
+    elif isinstance(layer, str) and "${" in layer:
+        key = prefix[:-1]
+        raise ConfigError(f"{key}={layer!r}: interpolations and resolvers (${{...}}) are not allowed in configs; "
+                          "write the value itself", where=where, key=key)
+
+
+def _sets(layer: dict, key: str) -> bool:
+    """Whether a nested dict sets the dotted ``key`` (or a mapping above it)."""
+    node: Any = layer
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def load_config(overrides: list[str] | None = None, experiment: str | Path | None = None) -> DictConfig:
     """defaults.yaml ← experiment YAML ← overrides, validated against the schema and the fusion's options."""
-    layers = [_load_yaml(EXPERIMENTS / "defaults.yaml")]
+    defaults = EXPERIMENTS / "defaults.yaml"
+    named = [(str(defaults), _load_yaml(defaults))]
     if experiment:
         path = Path(experiment)
         if not path.exists() and (EXPERIMENTS / path).exists():
             path = EXPERIMENTS / path
         layer = _load_yaml(path)
         layer.pop("sweep", None)  # a sweep file's grid is read by `fusionbench sweep`, not part of a run's config
-        layers.append(layer)
-    layers.append(parse_dotlist(overrides or []))
-    for layer in layers:
-        _check_keys(layer, Config)
+        named.append((str(path), layer))
+    named.append((COMMAND_LINE, parse_dotlist(overrides or [])))
+
+    def origin(key: str | None) -> str:
+        """The layer that set ``key`` last (the one a user would edit); the last layer when unknown."""
+        if key:
+            for where, layer in reversed(named):
+                if _sets(layer, key):
+                    return where
+        return named[-1][0] if overrides or len(named) == 1 else named[-2][0]
+
+    for where, layer in named:
+        try:
+            refuse_interpolations(layer, where)
+            _check_keys(layer, Config)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, where=exc.where or where, key=exc.key) from None
     schema = OmegaConf.structured(Config)
     try:
-        cfg = OmegaConf.merge(schema, *layers)
+        cfg = OmegaConf.merge(schema, *(layer for _, layer in named))
     except Exception as exc:  # type errors: "lr=abc" and the like
-        raise ConfigError(f"invalid config value: {exc}") from None
-    validate(cfg)
+        key = getattr(exc, "full_key", None)
+        text = " ".join(str(exc).split("\n")[0].split())
+        raise ConfigError(f"invalid config value{f' for {key}' if key else ''}: {text}", where=origin(key),
+                          key=key) from None
+    try:
+        validate(cfg)
+    except ConfigError as exc:
+        if exc.where:
+            raise
+        raise ConfigError(exc.reason, where=origin(exc.key), key=exc.key) from None
     return cfg
 
 
+def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
+    """(key, holds, the rule) for every value check; a key whose rule does not hold fails validation."""
+    d, t, a, v, s = cfg.data, cfg.train, cfg.data.audio, cfg.data.video, cfg.data.synth
+    rules = [
+        ("data.batch_size", d.batch_size > 0, "must be > 0"),
+        ("data.clip_seconds", d.clip_seconds > 0, "must be > 0"),
+        ("data.num_workers", d.num_workers >= 0, "must be >= 0"),
+        ("data.audio.sample_rate", a.sample_rate > 0, "must be > 0"),
+        ("data.audio.num_mel_bins", a.num_mel_bins > 0, "must be > 0"),
+        ("data.audio.frame_length_ms", a.frame_length_ms > 0, "must be > 0"),
+        ("data.audio.frame_shift_ms", a.frame_shift_ms > 0, "must be > 0"),
+        ("data.audio.target_length", a.target_length > 0, "must be > 0"),
+        ("data.audio.norm_std", a.norm_std > 0, "must be > 0"),
+        ("data.audio.norm_std_scale", a.norm_std_scale > 0, "must be > 0"),
+        ("data.audio.freqm", a.freqm >= 0, "must be >= 0 (0 = off)"),
+        ("data.audio.timem", a.timem >= 0, "must be >= 0 (0 = off)"),
+        ("data.video.num_frames", v.num_frames > 0, "must be > 0"),
+        ("data.video.size", v.size > 0, "must be > 0"),
+        ("data.video.mean", len(v.mean) == 3, "must have 3 values (R, G, B)"),
+        ("data.video.std", len(v.std) == 3 and all(x > 0 for x in v.std), "must have 3 values (R, G, B), each > 0"),
+        ("data.synth.num_clips", s.num_clips > 0, "must be > 0"),
+        ("data.synth.video_noise", s.video_noise is None or s.video_noise >= 0, "must be >= 0 (or null: the task's)"),
+        ("data.synth.drop_p", 0 <= s.drop_p <= 1, "must be in [0, 1]"),
+        ("data.synth.val_frac", 0 <= s.val_frac < 1, "must be in [0, 1)"),
+        ("data.synth.test_frac", 0 <= s.test_frac < 1, "must be in [0, 1)"),
+        ("data.synth.test_frac", s.val_frac + s.test_frac < 1,
+         f"+ data.synth.val_frac = {s.val_frac + s.test_frac:g} must be < 1 (the rest is the training split)"),
+        ("train.max_epochs", t.max_epochs >= -1, "must be >= 1 (or -1 with train.max_steps > 0)"),
+        ("train.max_steps", t.max_steps == -1 or t.max_steps > 0, "must be > 0 (or -1 = off)"),
+        ("train.max_epochs", t.max_epochs >= 1 or t.max_steps > 0,
+         f"with train.max_steps={t.max_steps}: nothing would train (set max_epochs >= 1 or max_steps > 0)"),
+        ("train.lr", t.lr > 0, "must be > 0"),
+        ("train.blr", t.blr >= 0, "must be >= 0 (0 = off)"),
+        ("train.accumulate", t.accumulate >= 1, "must be >= 1"),
+        ("train.weight_decay", t.weight_decay >= 0, "must be >= 0"),
+        ("train.betas", len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas), "must be two values in [0, 1)"),
+        ("train.warmup_frac", 0 <= t.warmup_frac < 1, "must be in [0, 1)"),
+        ("train.label_smoothing", 0 <= t.label_smoothing < 1, "must be in [0, 1)"),
+        ("train.grad_clip", t.grad_clip >= 0, "must be >= 0 (0 = off)"),
+        ("train.devices", t.devices >= 1, "must be >= 1"),
+        ("train.threads", t.threads >= 1, "must be >= 1"),
+        ("train.val_every_n_epochs", t.val_every_n_epochs >= 1, "must be >= 1"),
+        ("train.stop_val_loss", t.stop_val_loss >= 0, "must be >= 0 (0 = off)"),
+        ("train.accelerator", t.accelerator in ACCELERATORS, f"is not one of {', '.join(ACCELERATORS)}"),
+        ("train.precision", t.precision in PRECISIONS, f"is not one of {', '.join(PRECISIONS)}"),
+        ("eval.top_k", cfg.eval.top_k >= 1, "must be >= 1"),
+        ("eval.conditions", len(cfg.eval.conditions) > 0, "must name at least one condition"),
+    ]
+    return rules
+
+
 def validate(cfg: DictConfig) -> None:
-    """Checks that need more than the schema: the fusion, its options, the preset, choices."""
+    """Checks that need more than the schema, all before anything runs: the fusion, its options (names and types,
+    from its constructor's annotations), the preset, choices, and every value's range (``_value_rules``)."""
     from fusionbench.registry import PRESETS, list_fusions, validate_overrides
 
     if cfg.fusion not in list_fusions():
-        raise ConfigError(f"unknown fusion {cfg.fusion!r}; valid: {', '.join(list_fusions())}")
+        raise ConfigError(f"unknown fusion {cfg.fusion!r}; valid: {', '.join(list_fusions())}", key="fusion")
     if cfg.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}", key="preset")
+    options = OmegaConf.to_container(cfg.model, resolve=False)
     try:
-        validate_overrides(cfg.fusion, dict(cfg.model))
+        validate_overrides(cfg.fusion, options)
     except KeyError as exc:
-        raise ConfigError(f"model.{exc.args[0]}") from None
+        raise ConfigError(f"model: {exc.args[0]}", key="model") from None
+    except TypeError as exc:  # "num_bottlenecks='abc' is not int": registry names the option first
+        raise ConfigError(f"model.{exc.args[0]}", key=f"model.{str(exc.args[0]).split('=')[0]}") from None
     choices = {"data.dataset": ("synth", "clips"), "data.task": ("joint", "modsum", "sync"), "data.on_error": ("raise", "skip"),
                "data.norm_stats": ("train", "config")}
     for key, valid in choices.items():
@@ -208,13 +332,19 @@ def validate(cfg: DictConfig) -> None:
         if key == "data.task" and cfg.data.dataset != "synth":
             continue
         if value not in valid:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}")
-    if cfg.train.stop_val_loss < 0:
-        raise ConfigError(f"train.stop_val_loss={cfg.train.stop_val_loss} must be >= 0 (0 = off)")
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}", key=key)
+    for key, holds, rule in _value_rules(cfg):
+        if not holds:
+            value = OmegaConf.select(cfg, key)
+            value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+            raise ConfigError(f"{key}={value!r} {rule}", key=key)
     from fusionbench.evaluate.conditions import parse_condition
 
     for name in cfg.eval.conditions:
-        parse_condition(name)  # raises ConfigError on an unknown condition
+        try:
+            parse_condition(name)  # raises ConfigError on an unknown condition
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, exc.where, key="eval.conditions") from None
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -13,6 +13,9 @@ class UserError(Exception):
         super().__init__(f"{where}: {reason}" if where else reason)
         self.reason, self.where = reason, where
 
+    def __reduce__(self):  # picklable across worker processes with its parts (not just the joined message)
+        return (type(self), (self.reason, self.where))
+
 
 class TrainingDiverged(RuntimeError):
     """The training (or validation) loss became NaN or inf: the run is recorded as diverged, never as finished."""

@@ -5,11 +5,15 @@ constructor before anything is built, so a typo fails with the list of valid key
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import fnmatch
 import importlib
 import inspect
+import types
+import typing
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import nn
 
@@ -91,14 +95,76 @@ def model_kwargs(name: str) -> list[str]:
     return keys
 
 
+def model_option_types(name: str) -> dict[str, Any]:
+    """The annotated type of each keyword option (``typing.get_type_hints`` along the MRO, as ``model_kwargs``)."""
+    hints: dict[str, Any] = {}
+    for cls in get_fusion(name).__mro__:
+        if "__init__" not in vars(cls) or cls is nn.Module:
+            continue
+        for key, hint in typing.get_type_hints(cls.__init__).items():
+            hints.setdefault(key, hint)
+        params = inspect.signature(cls.__init__).parameters.values()
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return {k: hints.get(k, Any) for k in model_kwargs(name)}
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a config value fits an annotation: int is not bool, float takes int, a tuple or a Sequence takes a
+    list (configs give lists); an annotation this does not understand accepts anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None) or hint is None:
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    seq = isinstance(value, collections.abc.Sequence) and not isinstance(value, (str, bytes))  # list, ListConfig
+    if origin is tuple:
+        if not seq:
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(fits(x, args[0]) for x in value)
+        return not args or (len(value) == len(args) and all(fits(x, a) for x, a in zip(value, args)))
+    if origin in (list, collections.abc.Sequence):
+        return seq and all(fits(x, args[0]) for x in value) if args else seq
+    if isinstance(hint, type) and origin is None:
+        return isinstance(value, hint)
+    return True
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``int | None``, ``tuple[int, int]``: an annotation as a user reads it."""
+    if hint is type(None) or hint is None:
+        return "None"
+    if isinstance(hint, type) and typing.get_origin(hint) is None:
+        return hint.__name__
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(hint))
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
+
+
 def validate_overrides(name: str, overrides: dict) -> None:
-    """Raise ``KeyError`` naming the valid keys if an override is not an argument of the fusion (or its preset)."""
+    """Raise ``KeyError`` naming the valid keys if an override is not an argument of the fusion (or its preset), and
+    ``TypeError`` (``"<key>=<value> is not <type>"``) if its value does not fit the constructor's annotation."""
     valid = model_kwargs(name)
     bad = [k for k in overrides if k not in valid]
     if bad:
         hints = {k: difflib.get_close_matches(k, valid, n=1) for k in bad}
         said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for k, h in hints.items())
         raise KeyError(f"fusion {name!r} has no option {said}; valid keys: {', '.join(valid)}")
+    types_ = model_option_types(name)
+    for key, value in overrides.items():
+        if not fits(value, types_[key]):
+            raise TypeError(f"{key}={value!r} is not {type_name(types_[key])} (fusion {name!r})")
 
 
 def resolve_model_args(name: str, preset: str = "tiny", **overrides) -> dict:

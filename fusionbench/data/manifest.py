@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from fusionbench.errors import UserError
+
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
     "val": "val", "valid": "val", "validation": "val", "dev": "val",
@@ -31,8 +33,14 @@ SPLIT_ALIASES = {
 KNOWN_COLUMNS = ("path", "label", "start_s", "end_s", "split")
 
 
-class ManifestError(ValueError):
-    """A manifest that cannot be read; the message names the file and the line."""
+class ManifestError(UserError, ValueError):
+    """A manifest that cannot be read: ``where`` is the file, the reason names the line.
+
+    ``ManifestError(reason, where=csv_path)``; the older one-argument form ``ManifestError("<file>: <reason>")``
+    still works (``where`` is then None and the message is as given)."""
+
+    def __init__(self, reason: str, where: str | Path | None = None) -> None:
+        super().__init__(reason, str(where) if where is not None else None)
 
 
 @dataclass(frozen=True)
@@ -62,44 +70,45 @@ def read_manifest(
     """Read a ``clips.csv`` → (clips in file order, class names indexed by label)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise ManifestError(f"{csv_path}: manifest not found")
+        raise ManifestError("manifest not found", where=csv_path)
     base = Path(root) if root else csv_path.parent
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
-            raise ManifestError(f"{csv_path}: empty file (expected a header path,label[,start_s,end_s,split])") from None
+            raise ManifestError("empty file (expected a header path,label[,start_s,end_s,split])",
+                                where=csv_path) from None
         missing = [c for c in ("path", "label") if c not in header]
         if missing:
             raise ManifestError(
-                f"{csv_path}, line 1: header {','.join(header)!r} lacks column(s) {', '.join(missing)} "
-                "(expected path,label[,start_s,end_s,split])"
+                f"line 1: header {','.join(header)!r} lacks column(s) {', '.join(missing)} "
+                "(expected path,label[,start_s,end_s,split])", where=csv_path
             )
         if len(set(header)) != len(header):
-            raise ManifestError(f"{csv_path}, line 1: duplicate column names in {','.join(header)!r}")
+            raise ManifestError(f"line 1: duplicate column names in {','.join(header)!r}", where=csv_path)
         rows: list[tuple[int, dict[str, str]]] = []
         for values in reader:
             line = reader.line_num
             if not values or all(not v.strip() for v in values):
                 continue  # blank line
             if len(values) != len(header):
-                raise ManifestError(f"{csv_path}, line {line}: {len(values)} fields, header has {len(header)}")
+                raise ManifestError(f"line {line}: {len(values)} fields, header has {len(header)}", where=csv_path)
             rows.append((line, dict(zip(header, (v.strip() for v in values)))))
     if not rows:
-        raise ManifestError(f"{csv_path}: no clips")
+        raise ManifestError("no clips", where=csv_path)
 
     raw_labels: list[list[str]] = []
     for line, row in rows:
         if not row["path"]:
-            raise ManifestError(f"{csv_path}, line {line}: empty path")
+            raise ManifestError(f"line {line}: empty path", where=csv_path)
         parts = [p.strip() for p in row["label"].split("|")] if row["label"] else []
         if not parts or any(not p for p in parts):
-            raise ManifestError(f"{csv_path}, line {line}: empty label in {row['label']!r}")
+            raise ManifestError(f"line {line}: empty label in {row['label']!r}", where=csv_path)
         if len(parts) > 1 and not multilabel:
             raise ManifestError(
-                f"{csv_path}, line {line}: several labels {row['label']!r} in a single-label manifest "
-                "(set data.multilabel=true for multi-label data)"
+                f"line {line}: several labels {row['label']!r} in a single-label manifest "
+                "(set data.multilabel=true for multi-label data)", where=csv_path
             )
         raw_labels.append(parts)
 
@@ -116,12 +125,12 @@ def read_manifest(
         start_s = _float(row.get("start_s", ""), 0.0, csv_path, line, "start_s")
         end_s = _float(row.get("end_s", ""), None, csv_path, line, "end_s")
         if start_s < 0 or (end_s is not None and end_s <= start_s):
-            raise ManifestError(f"{csv_path}, line {line}: bad window start_s={start_s}, end_s={end_s}")
+            raise ManifestError(f"line {line}: bad window start_s={start_s}, end_s={end_s}", where=csv_path)
         split = row.get("split", "") or None
         if split is not None:
             if split.lower() not in SPLIT_ALIASES:
                 raise ManifestError(
-                    f"{csv_path}, line {line}: unknown split {split!r} (expected train, val or test)"
+                    f"line {line}: unknown split {split!r} (expected train, val or test)", where=csv_path
                 )
             split = SPLIT_ALIASES[split.lower()]
         path = Path(row["path"])
@@ -144,7 +153,7 @@ def _float(value: str, default: float | None, csv_path: Path, line: int, column:
     try:
         return float(value)
     except ValueError:
-        raise ManifestError(f"{csv_path}, line {line}: {column}={value!r} is not a number") from None
+        raise ManifestError(f"line {line}: {column}={value!r} is not a number", where=csv_path) from None
 
 
 def assign_splits(clips: Sequence[Clip], val_frac: float = 0.15, test_frac: float = 0.15) -> list[Clip]:

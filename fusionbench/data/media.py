@@ -24,14 +24,15 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from fusionbench.errors import UserError
 
-class MediaError(Exception):
-    """A clip that cannot be decoded; ``str()`` names the file and the reason."""
+
+class MediaError(UserError):
+    """A clip that cannot be decoded: ``where`` is the file; ``str()`` names the file and the reason."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        super().__init__(reason, str(self.path))
 
     def __reduce__(self):  # picklable across worker processes
         return (MediaError, (self.path, self.reason))

@@ -35,6 +35,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -390,11 +392,47 @@ def _encode(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sa
         container.mux(audio.encode(None))
 
 
-def _write_many(job: tuple[Path, list[ClipFactors]]) -> None:
+def _write_many(job: tuple[Path, list[ClipFactors]]) -> int:
     out, factors = job
     for f in factors:
         frames, waveform = render_clip(f)
         write_mp4(out / clip_path(f.index), frames, waveform, f.params.fps, f.params.sample_rate)
+    return len(factors)
+
+
+class GenerationProgress:
+    """Progress of writing ``n`` clips, on stderr: one line rewritten in place on a terminal, otherwise a plain line
+    each time another ~10 % is done (logs, ``make`` output), then a closing line with the rate in clips/s."""
+
+    def __init__(self, n: int, label: str, stream: Any = None, every: float = 0.1) -> None:
+        self.n, self.label, self.stream, self.every = n, label, stream, every
+        self.done, self.shown, self.start = 0, 0.0, time.perf_counter()
+
+    def _out(self) -> Any:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def _tty(self) -> bool:
+        isatty = getattr(self._out(), "isatty", None)
+        return bool(isatty and isatty())
+
+    def update(self, clips: int) -> None:
+        self.done += clips
+        frac = self.done / max(self.n, 1)
+        if self.done >= self.n or (not self._tty() and frac - self.shown < self.every):
+            return  # the closing line reports the end
+        self.shown = frac
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else float("inf")
+        eta = (self.n - self.done) / rate if rate > 0 else float("inf")
+        line = f"{self.label}: {self.done}/{self.n} clips ({100 * frac:.0f} %), {rate:.1f} clips/s, ~{eta:.0f} s left"
+        print(f"\r{line}\033[K" if self._tty() else line, end="" if self._tty() else "\n", file=self._out(),
+              flush=True)
+
+    def close(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else float("inf")
+        line = f"{self.label}: wrote {self.done} clips in {elapsed:.1f} s ({rate:.1f} clips/s)"
+        print(f"\r{line}\033[K" if self._tty() else line, file=self._out(), flush=True)
 
 
 def clip_path(index: int) -> str:
@@ -450,13 +488,15 @@ def generate(
     clip_seconds: float = 2.0,
     workers: int = 1,
     spec: TaskSpec | None = None,
+    progress: bool = True,
 ) -> Path:
     """Write ``n`` clips of ``task`` to ``out/clips/*.mp4`` and ``out/clips.csv``; returns the CSV path.
 
     ``video_noise`` / ``audio_snr_db`` of None take the task's default (``TASKS[task]``); ``spec`` replaces the
     task's spec (e.g. a deliberately leaky variant in tests). ``workers`` > 1 renders and encodes in a process
     pool; the output does not depend on it. ``out/generator.json`` records the parameters; the CSV is written
-    last (tmp + rename), so its presence means the set is complete.
+    last (tmp + rename), so its presence means the set is complete. ``progress`` shows clips written and clips/s
+    on stderr (``GenerationProgress``).
     """
     spec = spec or TASKS.get(task)
     if spec is None:
@@ -470,14 +510,21 @@ def generate(
     factors = make_factors(spec, n, seed, params, drop_p=drop_p, val_frac=val_frac, test_frac=test_frac)
     chunk = max(1, min(50, -(-n // (4 * max(workers, 1)))))  # ≥ 4 chunks per worker, ≤ 50 clips each
     jobs = [(out, factors[i : i + chunk]) for i in range(0, n, chunk)]
+    shown = GenerationProgress(n, f"[data] generating synthetic {spec.name} ({out})") if progress else None
     if workers <= 1 or len(jobs) == 1:
         for job in jobs:
-            _write_many(job)
+            written = _write_many(job)
+            if shown:
+                shown.update(written)
     else:
         # fork: workers inherit the imported modules (no re-import cost); they use only numpy and PyAV.
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
-            pool.map(_write_many, jobs, chunksize=1)
+            for written in pool.imap_unordered(_write_many, jobs, chunksize=1):
+                if shown:
+                    shown.update(written)
+    if shown:
+        shown.close()
     info = generator_info(spec, n, seed, params, drop_p, val_frac, test_frac)
     atomic_write_text(out / "generator.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
     tmp = out / f".clips.csv.{os.getpid()}.tmp"
