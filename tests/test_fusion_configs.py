@@ -51,3 +51,46 @@ def test_paper_config_validates_and_has_the_papers_tokens(path: Path):
     extra = {"mbt": "bottleneck", "zorro": "fusion_tokens", "deepavfusion": "fusion_tokens"}.get(path.stem)
     assert (getattr(model, extra).shape[1] if extra else 0) == n_extra
     assert (model.dim, model.depth, model.heads) == (768, 12, 12)
+
+
+def paper(name: str):
+    return load_config(experiment=EXPERIMENTS / "paper" / f"{name}.yaml")
+
+
+def test_zorro_late_and_mbt_share_the_training_recipe():
+    from omegaconf import OmegaConf
+
+    cfgs = {name: paper(name) for name in ("mbt", "late", "zorro")}
+    train = {name: OmegaConf.to_container(cfg.train) for name, cfg in cfgs.items()}
+    assert train["zorro"] == train["mbt"] == train["late"]
+    for key in ("drop_path", "head_init"):
+        assert cfgs["zorro"].model[key] == cfgs["mbt"].model[key] == cfgs["late"].model[key], key
+    # the data differ exactly where zorro.yaml says they do
+    flat = {name: _flatten(OmegaConf.to_container(cfg.data)) for name, cfg in cfgs.items()}
+    assert flat["late"] == flat["mbt"]
+    differ = {k for k in flat["mbt"] if flat["mbt"][k] != flat["zorro"][k]}
+    assert differ == {"clip_seconds", "audio.target_length", "video.mean", "video.std"}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_deepavfusion_lr_follows_the_blr_rule():
+    from omegaconf import OmegaConf
+
+    from fusionbench.tasks.classify import effective_batch, peak_lr
+
+    cfg = paper("deepavfusion")
+    assert (cfg.train.blr, cfg.train.accumulate, cfg.data.batch_size) == (3e-4, 4, 32)
+    assert peak_lr(cfg.train, cfg.data.batch_size) == pytest.approx(3e-4 * 128 / 256)  # as written: one device
+    on_four = OmegaConf.merge(cfg.train, {"devices": 4})  # the paper's 4 GPUs: 32 × 4 × 4 = 512 → 6e-4
+    assert effective_batch(on_four, 32) == 512 and peak_lr(on_four, 32) == pytest.approx(6e-4)
+    one_device = OmegaConf.merge(cfg.train, {"accumulate": 16})
+    assert peak_lr(one_device, 32) == pytest.approx(6e-4)
