@@ -202,3 +202,24 @@ def test_trainer_accumulates_as_configured():
 
     cfg = load_config(["train.accumulate=4", "train.accelerator=cpu"])
     assert _trainer(cfg, []).accumulate_grad_batches == 4
+
+
+@pytest.mark.slow  # ~13 s: a fresh MLflow store and a real run
+def test_run_logs_the_effective_lr_and_batch(tiny_synth_root, tmp_path):
+    """A real tiny fit through ``train.run``: MLflow holds train/lr_effective = blr × effective batch / 256."""
+    from fusionbench import tracking
+    from fusionbench.config import load_config
+    from fusionbench.train import run
+
+    threads = torch.get_num_threads()
+    cfg = load_config([
+        "preset=tiny", "fusion=early", f"data.root={tiny_synth_root}", "data.synth.num_clips=40",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=8", "train.max_epochs=1", "train.accelerator=cpu",
+        "train.blr=0.002", "train.accumulate=2", "train.progress=false", f"tracking.store={tmp_path / 'mlflow.db'}",
+    ])
+    try:
+        metrics = tracking.client(cfg.tracking.store).get_run(run(cfg)).data.metrics
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics["train/effective_batch"] == 16
+    assert metrics["train/lr_effective"] == pytest.approx(0.002 * 16 / 256)
