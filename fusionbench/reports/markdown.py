@@ -105,7 +105,7 @@ def degenerate_lines(table: pd.DataFrame, dataset: str, metric: str, conditions:
         what = f"{', '.join(f'`{c}`' for c in conds)}: every run ({n} runs × conditions) scores {_pct(value)}"
         if np.isfinite(majority) and abs(value - majority) <= DEGENERATE_ATOL and metric in ("top1",):
             what += (" — the share of the test split's most frequent class: the models name that one class "
-                     "whatever the input, so these columns measure nothing about fusion")
+                     "whatever the input, so this measures nothing about fusion")
             if all(c.startswith("video_") for c in conds):
                 what += " (they ignore the corrupted video and fall back to one class)"
         else:

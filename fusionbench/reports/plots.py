@@ -99,7 +99,19 @@ def _pyplot():
 
 
 def pareto_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame) -> bytes | str:
-    """Score on ``av`` vs GFLOPs with 95 % CI bars and the Pareto front (PNG bytes), or a note why there is none."""
+    """:func:`pareto_figure` as PNG bytes, or the note why there is none."""
+    fig = pareto_figure(board, dataset, metric, entries)
+    return fig if isinstance(fig, str) else _png(fig)
+
+
+def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame) -> bytes | str:
+    """:func:`robustness_figure` as PNG bytes, or the note why there is none."""
+    fig = robustness_figure(board, dataset, metric, entries)
+    return fig if isinstance(fig, str) else _png(fig)
+
+
+def pareto_figure(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame):
+    """Score on ``av`` vs GFLOPs with 95 % CI bars and the Pareto front (a matplotlib Figure), or a note why not."""
     sel = board[(board["dataset"] == dataset) & (board["metric"] == metric) & (board["condition"] == "av")]
     sel = sel[np.isfinite(sel["gflops"].astype(float))] if len(sel) else sel
     if sel.empty:
@@ -131,12 +143,12 @@ def pareto_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.Data
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
-def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame) -> bytes | str:
+def robustness_figure(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame):
     """Score vs corruption level, one panel per kind (one shared y-range), clean ``av`` as each curve's
-    uncorrupted end (PNG bytes), or a note why there is none."""
+    uncorrupted end (a matplotlib Figure), or a note why there is none."""
     sel = board[(board["dataset"] == dataset) & (board["metric"] == metric)]
     kinds = [k for k in CORRUPTION_KINDS if sel["condition"].map(lambda c: condition_kind(c)[0] == k).any()]
     if not kinds:
@@ -179,4 +191,4 @@ def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     fig.suptitle(f"{dataset}: robustness (mean ± 95% CI over seeds)")
     fig.tight_layout(rect=(0, 0, 1 - 1.7 / (4.2 * len(kinds) + 1.8), 1))
-    return _png(fig)
+    return fig
