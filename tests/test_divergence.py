@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -78,6 +79,22 @@ def test_non_finite_validation_loss_diverges(tiny) -> None:
     trainer = train._trainer(cfg, [DivergenceCheck()])
     with pytest.raises(TrainingDiverged, match=r"^diverged: val loss nan at step 0$"):
         trainer.validate(task, datamodule=datamodule, verbose=False)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 2.5])
+def test_check_raises_for_every_non_finite_loss_and_only_for_those(value: float) -> None:
+    check, trainer = DivergenceCheck(), L.Trainer(logger=False, enable_progress_bar=False)
+    loss = torch.tensor(value)
+    if math.isfinite(value):
+        check.on_train_batch_end(trainer, None, {"loss": loss}, None, 0)
+        trainer.callback_metrics["val/loss"] = loss
+        check.on_validation_end(trainer, None)
+        return
+    with pytest.raises(TrainingDiverged, match=f"^diverged: train loss {value} at step 0$"):
+        check.on_train_batch_end(trainer, None, {"loss": loss}, None, 0)
+    trainer.callback_metrics["val/loss"] = loss
+    with pytest.raises(TrainingDiverged, match=f"^diverged: val loss {value} at step 0$"):
+        check.on_validation_end(trainer, None)
 
 
 # ------------------------------------------------------------------------------------------------------ sweeps
