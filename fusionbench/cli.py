@@ -210,7 +210,8 @@ class PipeSafeStdout(io.TextIOBase):
 
 
 def error_line(exc: UserError) -> str:
-    """``fusionbench: error: <file>: <reason>`` on one line; a config error without a file came from the command line."""
+    """``fusionbench: error: <file>: <reason>`` on one line (a config error without a file came from the command
+    line)."""
     where = exc.where or (COMMAND_LINE if isinstance(exc, ConfigError) else None)
     reason = " ".join(str(exc.reason).split())
     return f"fusionbench: error: {where}: {reason}" if where else f"fusionbench: error: {reason}"

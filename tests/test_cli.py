@@ -74,7 +74,8 @@ def _clips_manifest(tiny_synth_root: Path, out: Path, missing: bool) -> Path:
 
 def _clips_overrides(manifest: Path, tmp_path: Path) -> list[str]:
     return ["preset=tiny", "data.dataset=clips", f"data.manifest={manifest}", f"data.cache_dir={tmp_path / 'cache'}",
-            "data.batch_size=8", "train.max_epochs=1", "train.progress=false", f"tracking.store={tmp_path / 'mlflow.db'}"]
+            "data.batch_size=8", "train.max_epochs=1", "train.progress=false",
+            f"tracking.store={tmp_path / 'mlflow.db'}"]
 
 
 def test_missing_media_file_fails_the_run_with_one_line_and_records_the_reason(capsys, tmp_path: Path,

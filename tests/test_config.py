@@ -134,10 +134,13 @@ def test_accelerators_and_precisions_are_lightnings():
     import typing
 
     from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    from lightning.pytorch.accelerators import AcceleratorRegistry
 
-    from fusionbench.config import PRECISIONS
+    from fusionbench.config import ACCELERATORS, PRECISIONS
 
-    assert set(PRECISIONS) == set(typing.get_args(_PRECISION_INPUT_STR)) | set(typing.get_args(_PRECISION_INPUT_STR_ALIAS))
+    lightning = set(typing.get_args(_PRECISION_INPUT_STR)) | set(typing.get_args(_PRECISION_INPUT_STR_ALIAS))
+    assert set(PRECISIONS) == lightning
+    assert set(ACCELERATORS) == set(AcceleratorRegistry.available_accelerators()) | {"gpu", "auto"}  # gpu, auto: aliases
 
 
 def test_error_names_the_layer_that_set_the_value(tmp_path):
