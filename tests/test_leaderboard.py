@@ -154,10 +154,17 @@ def test_plots_written_and_skipped_with_a_note(board: dict, tmp_path: Path) -> N
         assert png.read_bytes()[:4] == b"\x89PNG"
     store = board["store"]
     log_run(store, "late", 0, {"test/av/top1": 0.5, **cost(None)}, experiment="nogflops")
-    paths = leaderboard.write_leaderboard(store, "nogflops", tmp_path / "out2")
+    out = tmp_path / "out2"
+    out.mkdir()
+    (out / "pareto_synth-gone.png").write_bytes(b"a dataset of an older results folder")  # no manifest lists it
+    first = leaderboard.write_leaderboard(store, EXP, out)  # the drawable set: its plots are there
+    assert first["pareto_synth-joint"].exists() and not (out / "pareto_synth-gone.png").exists()
+    paths = leaderboard.write_leaderboard(store, "nogflops", out)
     md = paths["markdown"].read_text()
     assert "no Pareto plot" in md and "no robustness plot" in md
     assert not any(k.startswith(("pareto", "robustness_")) for k in paths)
+    assert not list(out.glob("*.png"))  # the plots the new set could not draw are gone, not left stale
+    assert set(leaderboard.read_set(out)["files"]) == {p.name for p in out.iterdir() if not p.name.startswith(".")}
 
 
 def test_empty_store_writes_empty_tables(tmp_path: Path) -> None:

@@ -149,7 +149,7 @@ def test_bold_only_where_the_best_interval_clears_the_runner_up(out: dict) -> No
 def test_a_degenerate_column_is_called_out(out: dict) -> None:
     section = out["sections"]["synth-joint"]
     note = next(line for line in section.splitlines() if line.startswith("> ⚠ Degenerate"))
-    assert "`video_occlusion_0.5`: every run (9 runs × conditions) scores 27.3 %" in note
+    assert "`video_occlusion_0.5`: every one of the 9 runs scores 27.3 %" in note
     assert "most frequent class" in note and "ignore the corrupted video" in note
     assert "audio_snr_0" not in note and section.index(note) > section.index("| fusion |")
 
@@ -167,6 +167,19 @@ def test_a_model_at_the_majority_class_is_not_called_robust(out: dict) -> None:
     late_rows = [line for line in lines if line.startswith("| late | audio_snr")]
     assert late_rows and all(line.split(" | ")[5:7] == ["n/a", "n/a"] for line in late_rows)
     assert "no robustness is claimed" in out["sections"]["synth-joint"]
+
+
+def test_exactly_at_the_majority_rate_in_float32_is_not_learnt() -> None:
+    import numpy as np
+
+    from fusionbench.reports.robustness import learnt
+
+    at = float(np.float32(0.54))  # 0.5400000214: a float32 top-1 of 54 % vs the float64 majority rate 0.54
+    row = pd.DataFrame([{"mean": at, "ci95_low": at, "ci95_high": at, "n_seeds": 3, "chance": 0.5, "majority": 0.54}])
+    assert not learnt(row)
+    assert learnt(row.assign(mean=0.56, ci95_low=0.55, ci95_high=0.57))
+    assert not learnt(row.assign(n_seeds=1, ci95_low=math.nan)) and learnt(row.assign(chance=math.nan,
+                                                                                      majority=math.nan))
 
 
 def test_the_set_is_consistent_and_percent_is_stated(out: dict) -> None:

@@ -8,9 +8,8 @@ import pandas as pd
 
 from fusionbench.reports.columns import BOUNDED_METRICS, GROUP, condition_order
 from fusionbench.reports.fmt import _fmt_count, _fmt_gflops, _pct
+from fusionbench.reports.robustness import SAME_SCORE as DEGENERATE_ATOL
 from fusionbench.reports.robustness import reference_rate
-
-DEGENERATE_ATOL = 1e-6  # two scores closer than this (in [0, 1]) are the same count of correct clips
 
 
 def entry_table(board: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
@@ -101,8 +100,9 @@ def degenerate_lines(table: pd.DataFrame, dataset: str, metric: str, conditions:
             same.setdefault(round(float(values.mean()), 6), []).append(cond)
     lines = []
     for value, conds in same.items():
-        n = int(sel["condition"].isin(conds).sum())
-        what = f"{', '.join(f'`{c}`' for c in conds)}: every run ({n} runs × conditions) scores {_pct(value)}"
+        n = sel.loc[sel["condition"].isin(conds), "run_id"].nunique()
+        what = f"{', '.join(f'`{c}`' for c in conds)}: every one of the {n} runs scores {_pct(value)}"
+        what += " in each" if len(conds) > 1 else ""
         if np.isfinite(majority) and abs(value - majority) <= DEGENERATE_ATOL and metric in ("top1",):
             what += (" — the share of the test split's most frequent class: the models name that one class "
                      "whatever the input, so this measures nothing about fusion")

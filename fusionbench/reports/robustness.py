@@ -10,6 +10,9 @@ from fusionbench.reports.columns import BASELINE, CORRUPTION_KINDS, GROUP, ROBUS
 
 
 
+SAME_SCORE = 1e-6  # scores (fractions) closer than this are equal: float32 metrics vs float64 rates
+
+
 def _first(frame: pd.DataFrame, column: str) -> float:
     values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
     return float(values.iloc[0]) if len(values) else math.nan
@@ -23,7 +26,7 @@ def reference_rate(rows: pd.DataFrame) -> float:
 
 def learnt(clean: pd.DataFrame) -> bool:
     """Whether a clean (``av``) leaderboard row is above what a model that learnt nothing scores: its 95 % CI lies
-    above max(chance, majority) (its mean, with one seed). True where neither rate was logged (older runs: nothing
+    above max(chance, majority) by more than float32 rounding (its mean, with one seed). True where neither rate was logged (older runs: nothing
     to check against; the markdown says so). False without a clean row."""
     if clean.empty:
         return False
@@ -32,7 +35,7 @@ def learnt(clean: pd.DataFrame) -> bool:
     if not np.isfinite(ref):
         return True
     low = row["ci95_low"] if row["n_seeds"] > 1 and np.isfinite(row["ci95_low"]) else row["mean"]
-    return bool(low > ref)
+    return bool(low > ref + SAME_SCORE)
 
 
 def robustness_table(board: pd.DataFrame, metrics: dict[str, str]) -> pd.DataFrame:
