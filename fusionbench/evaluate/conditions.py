@@ -32,7 +32,9 @@ from fusionbench.config import ConfigError
 _CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion_black|video_occlusion)_(-?\d+(?:\.\d+)?)$")
 UNBOUND_FILL = (128, 128, 128)  # video_occlusion's fill where no training mean was bound (direct library use)
 CLEAN = {"av": None, "audio_only": "video", "video_only": "audio"}  # condition → the modality it drops
-CORRUPTION_VERSION = 2  # 2: video_occlusion fills with the training mean (was black); bump when a corruption's output changes: cached corrupted test sets are then rebuilt
+# bump when a corruption's output changes: cached corrupted test sets are then rebuilt.
+# 2: video_occlusion fills with the training mean (it was black).
+CORRUPTION_VERSION = 2
 
 
 @dataclass(frozen=True)

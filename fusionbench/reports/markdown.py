@@ -167,7 +167,8 @@ def diverged_markdown(diverged: pd.DataFrame) -> list[str]:
     lines = ["## Diverged runs", "",
              f"{len(diverged)} run(s) stopped because their training or validation loss became NaN or inf "
              "(`fb.status=diverged`, MLflow status FAILED). They are not in any table above and count in no mean.", "",
-             "| fusion | dataset | preset | seed | config | reason (`fb.error`) | run |", "|---|---|---|--:|---|---|---|"]
+             "| fusion | dataset | preset | seed | config | reason (`fb.error`) | run |",
+             "|---|---|---|--:|---|---|---|"]
     for _, r in diverged.iterrows():
         reason = str(r["error"]).replace("|", "\\|").replace("\n", " ") or "–"
         lines.append(f"| {r['fusion']} | {r['dataset']} | {r['preset']} | {r['seed']} | {r['config_hash']} | "

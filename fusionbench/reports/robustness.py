@@ -26,8 +26,8 @@ def reference_rate(rows: pd.DataFrame) -> float:
 
 def learnt(clean: pd.DataFrame) -> bool:
     """Whether a clean (``av``) leaderboard row is above what a model that learnt nothing scores: its 95 % CI lies
-    above max(chance, majority) by more than float32 rounding (its mean, with one seed). True where neither rate was logged (older runs: nothing
-    to check against; the markdown says so). False without a clean row."""
+    above max(chance, majority) by more than float32 rounding (its mean, with one seed). True where neither rate
+    was logged (older runs: nothing to check against; the markdown says so). False without a clean row."""
     if clean.empty:
         return False
     row = clean.iloc[0]
