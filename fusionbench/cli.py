@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from fusionbench.config import COMMAND_LINE, ConfigError, load_config, project_path
-from fusionbench.errors import UserError
+from fusionbench.errors import TrainingDiverged, UserError
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
@@ -234,6 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(error_line(exc), file=sys.stderr, flush=True)
         return 2
+    except TrainingDiverged as exc:  # recorded in MLflow as diverged; not a bug: no traceback unless --debug
+        if args.debug:
+            raise
+        print(f"fusionbench: {exc} (the MLflow run is marked diverged; try a lower train.lr)", file=sys.stderr,
+              flush=True)
+        return 1
     finally:
         sys.stdout.flush()  # what is still buffered goes now, through the guard, not at exit past it
         sys.stdout = original

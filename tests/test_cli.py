@@ -162,3 +162,13 @@ def test_synthetic_generation_shows_progress(capsys, tmp_path: Path) -> None:
     steps = [line for line in err if "/12 clips (" in line and "clips/s" in line]
     assert len(steps) >= 2, err  # intermediate lines while writing, not only at the end
     assert any("wrote 12 clips in" in line and "clips/s" in line for line in err), err
+
+
+def test_a_diverged_run_ends_in_one_line_exit_1(capsys, tiny_synth_root: Path, tmp_path: Path) -> None:
+    """A run whose loss became NaN/inf is not a bug: one line naming the divergence, exit 1, no traceback."""
+    manifest = _clips_manifest(tiny_synth_root, tmp_path / "clips.csv", missing=False)
+    argv = ["train", *_clips_overrides(manifest, tmp_path), "train.lr=1e30", "train.grad_clip=0",
+            "train.warmup_frac=0", "eval.conditions=[av]"]
+    assert cli.main(argv) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith("fusionbench: diverged: train loss ") and "marked diverged" in line
