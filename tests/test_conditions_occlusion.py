@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fusionbench.data.datamodule import AVDataModule
-from fusionbench.evaluate.conditions import CORRUPTION_VERSION, parse_condition
+from fusionbench.evaluate.conditions import CORRUPTION_VERSION, UNBOUND_FILL, parse_condition
 
 
 def numpy_train_mean(dm: AVDataModule) -> np.ndarray:
@@ -22,7 +22,8 @@ def test_full_occlusion_fills_every_pixel_with_the_training_mean(synth_cfg, norm
     dm = AVDataModule(synth_cfg(norm_stats=norm_stats), conditions=[mean_fill, black], decode_workers=1)
     dm.setup()
     want = numpy_train_mean(dm)
-    assert not np.array_equal(want, np.zeros(3, np.uint8))  # the test means something: the mean is not black
+    assert not np.array_equal(want, np.zeros(3, np.uint8))  # the test means something: the mean is not black,
+    assert tuple(want) != UNBOUND_FILL  # nor the mid-grey an unbound condition uses
     occluded = dm.corrupted("test", mean_fill).frames.numpy()  # (N, T, H, W, 3)
     assert (occluded == want).all(), (np.unique(occluded.reshape(-1, 3), axis=0)[:4], want)
     assert (dm.corrupted("test", black).frames.numpy() == 0).all()
