@@ -14,7 +14,7 @@ alone must not beat it, or the task's known answer can come from a generator bug
   ceiling + tolerance), and tags ``fb.leak_probe`` (ok | leak | unavailable | failed), ``fb.leak_probe.leak``
   (``none`` or the leaking modalities), ``fb.leak_probe.set`` (the set's folder name), ``fb.leak_probe.error``.
 
-The leaderboard (``fusionbench/leaderboard.py``) shows the probe per dataset and flags a leak.
+The leaderboard (``fusionbench/reports/``) shows the probe per dataset and flags a leak.
 """
 from __future__ import annotations
 
