@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKERS ?= 2
+STORE ?= results/mlflow.db
+UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-slow benchmark smoke ui clean
@@ -32,8 +34,9 @@ benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/mo
 smoke: install ## one fast run of every config under experiments/ (no config rots)
 	$(BIN)/python -m pytest -q tests/test_experiments_smoke.py
 
-ui: install ## serve the MLflow UI on the project's store (http://127.0.0.1:5000)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db --default-artifact-root $(CURDIR)/results/mlartifacts --host 127.0.0.1 --port 5000
+ui: install ## serve the MLflow UI on the store (STORE=results/mlflow.db, UI_PORT=5000); prints each experiment's runs view
+	@$(BIN)/python -m fusionbench.tracking ui-links $(STORE) --port $(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(STORE)) --default-artifact-root $(dir $(abspath $(STORE)))mlartifacts --host 127.0.0.1 --port $(UI_PORT)
 
 clean: ## remove generated data, caches and the MLflow store (keeps the committed example leaderboard)
 	rm -rf data lightning_logs results/mlflow.db results/mlartifacts results/.locks .pytest_cache

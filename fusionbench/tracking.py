@@ -11,8 +11,11 @@ that is RUNNING in the store while nobody holds its lock was left behind by a de
 
 Every run this module terminates gets the tag ``fb.status`` ∈ finished / failed / killed / diverged. A diverged run
 (:class:`fusionbench.errors.TrainingDiverged` raised inside it) ends FAILED, like any failure, so MLflow's own status
-filter still works, but its ``fb.status`` says diverged and its name ends in ``[DIVERGED]`` (``[FAILED]`` /
-``[KILLED]`` for the others) so the runs table tells the three apart at a glance.
+filter still works, but its ``fb.status`` says diverged and its name starts with ``[DIVERGED]`` (``[FAILED]`` /
+``[KILLED]`` for the others: MLflow draws the same red cross for FAILED and KILLED, and cuts long names at the end)
+so the runs table tells the three apart at a glance. A finished run also gets ``fb.test``, its headline test metric
+per condition in percent, and :func:`ui_view` saves a runs-table view (status, that summary, the headline metric
+columns) that ``make ui`` links to.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import fcntl
 import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import random
@@ -48,7 +52,8 @@ ACTIVE = "RUNNING"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 STATUS_TAG = "fb.status"  # finished | failed | killed | diverged
 FB_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}
-NAME_MARK = {"failed": " [FAILED]", "killed": " [KILLED]", "diverged": " [DIVERGED]"}  # appended to the run name
+NAME_MARK = {"failed": "[FAILED] ", "killed": "[KILLED] ", "diverged": "[DIVERGED] "}  # put before the run name
+UI_VIEW = "fusionbench"  # the shared view ``make ui`` opens (experiment tag mlflow.sharedViewState.<UI_VIEW>)
 
 T = TypeVar("T")
 
@@ -387,8 +392,25 @@ def _mark(mlflow_client: Any, run_id: str, fb_status: str) -> None:
     mark = NAME_MARK.get(fb_status)
     if mark:
         name = with_retry(mlflow_client.get_run, run_id).info.run_name or ""
-        if not name.endswith(mark):
-            with_retry(mlflow_client.update_run, run_id, name=f"{name}{mark}")
+        if not name.startswith(mark):
+            with_retry(mlflow_client.update_run, run_id, name=f"{mark}{name}")
+
+
+def headline_metric(metric_names: Any) -> str | None:
+    """``top1`` if the run has ``test/av/top1`` (single-label), else ``mAP`` if it has ``test/av/mAP``."""
+    names = set(metric_names)
+    return next((m for m in ("top1", "mAP") if f"test/av/{m}" in names), None)
+
+
+def headline_summary(metrics: dict[str, float]) -> str | None:
+    """``"top1 % av 91.7, audio_only 50.0, video_only 25.0"``: the headline test metric per condition, clean first."""
+    headline = headline_metric(metrics)
+    if headline is None:
+        return None
+    values = {k.split("/")[1]: v for k, v in metrics.items()
+              if k.startswith("test/") and k.endswith(f"/{headline}") and k.count("/") == 2}
+    order = sorted(values, key=lambda c: (c != "av", c))
+    return f"{headline} % " + ", ".join(f"{c} {100 * values[c]:.1f}" for c in order)
 
 
 def _terminate(tr: TrackedRun, status: str, error: BaseException | None = None) -> None:
@@ -455,6 +477,12 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
             _terminate(tr, "FAILED", exc)
             raise
         else:
+            try:  # the runs table shows this tag as one short readable column
+                summary = headline_summary(with_retry(mlflow_client.get_run, tr.run_id).data.metrics)
+                if summary:
+                    tr.set_tags({"fb.test": summary})
+            except Exception:  # a summary is a convenience: never fail a finished run over it
+                pass
             _terminate(tr, "FINISHED")
 
 
@@ -527,6 +555,28 @@ def runs_frame(store: str | Path, experiment: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=base if not rows else None)
 
 
+def ui_view(store: str | Path, experiment: str, port: int = 5000) -> str:
+    """Save the runs-table view ``make ui`` opens and return its URL.
+
+    MLflow 3.17's UI picks its layout from the ``workflowType`` URL parameter (else the last one chosen, GenAI by
+    default), so the URL asks for ``machine_learning``; the view is an MLflow shared view (experiment tag
+    ``mlflow.sharedViewState.<name>``, opened by ``viewStateShareKey``) showing ``fb.status``, ``fb.test``, the
+    headline test metrics of the runs present and ``fb.error``, newest first. MLflow shows a banner offering to keep
+    it as the user's own view."""
+    exp_id = ensure_experiment(store, experiment)
+    metric_names = {k for r in search_all(store, experiment) for k in r.data.metrics}
+    headline = headline_metric(metric_names) or "top1"
+    columns = ["tags.`fb.status`", "tags.`fb.test`", f"metrics.`test/av/{headline}`",
+               *(f"metrics.`{k}`" for k in sorted(metric_names) if k.startswith("test/") and k.endswith(f"/{headline}")
+                 and k != f"test/av/{headline}" and k.count("/") == 2),
+               "tags.`fb.error`"]
+    widths = {"attributes.`Run Name`": 290, "tags.`fb.status`": 80, "tags.`fb.test`": 310}  # names unclipped
+    view = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns], "columnWidths": widths,
+            "orderByKey": "attributes.start_time", "orderByAsc": False}
+    with_retry(client(store).set_experiment_tag, exp_id, f"mlflow.sharedViewState.{UI_VIEW}", json.dumps(view))
+    return f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey={UI_VIEW}"
+
+
 def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = None,
                    status: str = "KILLED", reason: str = "") -> list[str]:
     """Terminate RUNNING runs whose identity lock nobody holds (their process died); return their run ids.
@@ -551,3 +601,26 @@ def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = N
             with_retry(c.set_terminated, r.info.run_id, status)
         reaped.append(r.info.run_id)
     return reaped
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m fusionbench.tracking ui-links STORE [--port N]``: save the view of every experiment, print links."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m fusionbench.tracking")
+    parser.add_argument("command", choices=["ui-links"])
+    parser.add_argument("store")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    if not project_path(args.store).exists():
+        print(f"no MLflow store at {project_path(args.store)} yet (a training run or a sweep creates it)")
+        return 0
+    experiments = [e.name for e in with_retry(client(args.store).search_experiments) if e.name != "Default"]
+    print("MLflow UI, runs in the training layout with status and test columns:")
+    for name in experiments:
+        print(f"  {name}: {ui_view(args.store, name, args.port)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -55,7 +55,7 @@ def test_huge_lr_diverges_and_is_recorded_as_diverged(tiny, store) -> None:
     assert run.info.status == "FAILED"
     assert run.data.tags["fb.status"] == "diverged"
     assert run.data.tags["fb.error"] == f"diverged: train loss {exc.value} at step {exc.step}"
-    assert run.info.run_name == f"{tracking.identity_of(cfg).run_name} [DIVERGED]"
+    assert run.info.run_name == f"[DIVERGED] {tracking.identity_of(cfg).run_name}"
     assert "test/av/top1" not in run.data.metrics  # never evaluated, never ranked with a top-1
     assert tracking.diverged_identities(store, "diverge") == {tracking.identity_of(cfg).key: run.data.tags["fb.error"]}
     assert tracking.identity_of(cfg).key not in tracking.finished_identities(store, "diverge")

@@ -1,6 +1,7 @@
 """tracking: what a run records in a real sqlite MLflow store, its end states, locks and dead-run reaping."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -78,6 +79,7 @@ def test_finished_run_records_identity_params_config_and_metrics(store: Path, tm
     assert tags["fb.config_hash"] == config_hash(cfg) == ident.config_hash
     assert tags["fb.identity"] == ident.key == f"late/synth-joint/{ident.config_hash}/s7"
     assert tags["fb.preset"] == "small" and tags["fb.extra"] == "yes"
+    assert tags["fb.test"] == "top1 % av 90.0, audio_snr_-5 50.0"  # the headline per condition, for the runs table
     assert len(tags["fb.git_commit"]) == 40 or tags["fb.git_commit"] == "unknown"
     assert tags["fb.git_dirty"] in ("true", "false", "unknown")
     for pkg in ("torch", "lightning", "torchmetrics", "torchaudio", "av", "mlflow", "python"):
@@ -94,6 +96,23 @@ def test_finished_run_records_identity_params_config_and_metrics(store: Path, tm
     assert not (tmp_path / "mlruns").exists()
     assert tracking.finished_identities(store, "t") == {ident.key}
     assert tracking.identity_finished(store, "t", ident.key)
+
+
+def test_ui_view_shows_status_summary_and_headline_columns_in_the_training_layout(store: Path, capsys) -> None:
+    with tracking.tracked_run(_cfg(store, "eval.conditions=[av,audio_only]")) as tr:
+        tr.log_metrics({"test/av/top1": 0.5, "test/audio_only/top1": 0.25, "test/av/loss": 1.0})
+    url = tracking.ui_view(store, "t", port=5077)
+    exp = tracking.client(store).get_experiment_by_name("t")
+    assert url == (f"http://127.0.0.1:5077/#/experiments/{exp.experiment_id}/runs"
+                   "?workflowType=machine_learning&viewStateShareKey=fusionbench")
+    view = json.loads(exp.tags["mlflow.sharedViewState.fusionbench"])
+    assert view["selectedColumns"] == ["tags.`fb.status`", "tags.`fb.test`", "metrics.`test/av/top1`",
+                                       "metrics.`test/audio_only/top1`", "tags.`fb.error`"]
+    assert view["orderByKey"] == "attributes.start_time" and view["orderByAsc"] is False
+    assert tracking._main(["ui-links", str(store), "--port", "5077"]) == 0
+    assert f"t: {url}" in capsys.readouterr().out
+    assert tracking._main(["ui-links", str(store.parent / "none.db")]) == 0
+    assert "no MLflow store" in capsys.readouterr().out and not (store.parent / "none.db").exists()
 
 
 def test_long_param_values_are_cut_with_a_marker() -> None:
@@ -119,7 +138,7 @@ def test_exception_marks_failed_with_error_line_and_reraises(store: Path) -> Non
     run = tracking.client(store).get_run(tr.run_id)
     assert run.info.status == "FAILED" and run.data.tags["fb.status"] == "failed"
     assert run.data.tags["fb.error"] == "RuntimeError: out of cheese"
-    assert run.info.run_name.endswith(" [FAILED]")
+    assert run.info.run_name == f"[FAILED] {tr.identity.run_name}"
     assert tracking.finished_identities(store, "t") == set()
 
 
@@ -130,7 +149,7 @@ def test_interruption_marks_killed(store: Path, interrupt: type[BaseException]) 
             raise interrupt
     run = tracking.client(store).get_run(tr.run_id)
     assert run.info.status == "KILLED" and run.data.tags["fb.status"] == "killed"
-    assert run.info.run_name == f"{tr.identity.run_name} [KILLED]"
+    assert run.info.run_name == f"[KILLED] {tr.identity.run_name}"
 
 
 def test_training_diverged_marks_failed_diverged_with_a_visible_name_and_reraises(store: Path) -> None:
@@ -141,7 +160,7 @@ def test_training_diverged_marks_failed_diverged_with_a_visible_name_and_reraise
     assert run.info.status == "FAILED"
     assert run.data.tags["fb.status"] == "diverged"
     assert run.data.tags["fb.error"] == "diverged: train loss nan at step 12"
-    assert run.info.run_name == f"{tr.identity.run_name} [DIVERGED]"
+    assert run.info.run_name == f"[DIVERGED] {tr.identity.run_name}"
     assert tracking.diverged_identities(store, "t") == {tr.identity.key: "diverged: train loss nan at step 12"}
     assert tracking.finished_identities(store, "t") == set()
 
@@ -201,7 +220,7 @@ def test_identity_held_by_a_live_process_is_busy_and_not_reaped(store: Path) -> 
     assert tracking.reap_dead_runs(store, "t") == [run.info.run_id]
     reaped = tracking.client(store).get_run(run.info.run_id)
     assert reaped.info.status == "KILLED" and "no live process" in reaped.data.tags["fb.error"]
-    assert reaped.data.tags["fb.status"] == "killed" and reaped.info.run_name.endswith(" [KILLED]")
+    assert reaped.data.tags["fb.status"] == "killed" and reaped.info.run_name.startswith("[KILLED] ")
 
 
 def test_distributed_ranks_above_zero_log_nothing(store: Path, monkeypatch) -> None:
