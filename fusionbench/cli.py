@@ -74,8 +74,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(grids, args.experiment)
         return 0
-    report = run_sweep(grids, experiment=args.experiment, workers=args.workers)
-    print(report)
+    report = run_sweep(grids, experiment=args.experiment, workers=args.workers)  # logs its own summary
     if args.leaderboard:
         _write_leaderboard(args.experiment, args.overrides)
     return 1 if report.failed else 0

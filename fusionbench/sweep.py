@@ -543,17 +543,26 @@ def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | N
 
 
 def dry_run(overrides: list[str] | list[list[str]], experiment: str | Path | None = None,
-            log: Callable[[str], None] = _print) -> list[tuple[Cell, bool]]:
-    """Validate every cell (``plan``) and list it with whether its identity already FINISHED in its store
-    (``tracking.identity_finished``); run, generate and create nothing (a store that does not exist yet is not made)."""
+            log: Callable[[str], None] = _print) -> list[tuple[Cell, str]]:
+    """Validate every cell (``plan``) and list it with its state in its store: ``finished`` (skipped by a sweep),
+    ``diverged`` (not re-run by a sweep) or ``to run``; run, generate and create nothing (a store that does not exist
+    yet is not made)."""
     cells = plan(expand_grids(overrides), experiment)
-    listed = []
+    listed, known = [], {}
     for cell in cells:
-        done = Path(cell.store).exists() and tracking.identity_finished(cell.store, cell.experiment, cell.identity.key)
-        listed.append((cell, done))
-        log(f"{'finished' if done else 'to run':9s} {cell.label}  [{' '.join(cell.overrides)}]")
-    done_count = sum(done for _, done in listed)
-    log(f"{len(cells)} cells: {done_count} already finished, {len(cells) - done_count} to run (dry run: nothing ran)")
+        target = (cell.store, cell.experiment)
+        if target not in known:  # one query per store: finished and diverged identities
+            exists = Path(cell.store).exists()
+            known[target] = (tracking.finished_identities(*target) if exists else set(),
+                             tracking.diverged_identities(*target) if exists else {})
+        finished, diverged = known[target]
+        state = ("finished" if cell.identity.key in finished else
+                 "diverged" if cell.identity.key in diverged else "to run")
+        listed.append((cell, state))
+        log(f"{state:9s} {cell.label}  [{' '.join(cell.overrides)}]")
+    counts = {s: sum(state == s for _, state in listed) for s in ("finished", "diverged", "to run")}
+    log(f"{len(cells)} cells: {counts['finished']} already finished, {counts['diverged']} diverged (not re-run), "
+        f"{counts['to run']} to run (dry run: nothing ran)")
     return listed
 
 
