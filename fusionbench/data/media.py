@@ -1,30 +1,57 @@
-"""Decode one clip with PyAV: T frames sampled uniformly over a window, and its mono waveform at a fixed rate.
+"""Decode one clip with PyAV: T frames sampled over a time window, and its mono waveform at a fixed rate.
 
 Rules (fusionbench's own where the papers differ):
 
-- The window is ``[start_s, start_s + clip_seconds)``. Frame i is the frame on screen at the centre of the i-th of
-  T equal segments, ``start_s + (i + 0.5)·clip_seconds / T`` (the last frame whose timestamp is ≤ that time;
-  the first frame if none; the last decoded frame repeats if the video ends early).
-- Frames are resized so the short side is ``size`` and centre-cropped to ``size × size`` (PyAV/swscale, bilinear).
-- Audio is downmixed and resampled by ``av.AudioResampler(format="flt", layout="mono", rate=sample_rate)`` and
-  trimmed/zero-padded to exactly ``S = round(sample_rate · clip_seconds)`` samples from ``start_s`` (AAC decodes
-  to whole 1024-sample frames: 2 s at 16 kHz gives 32,768 samples, trimmed to 32,000).
-- Any failure (missing, unreadable or corrupt file, no video stream, no decodable frame, no audio stream unless
-  ``allow_missing_audio``) raises ``MediaError(path, reason)``, never a bare PyAV traceback.
+- **Time origin.** Times are seconds from the file's first timestamp (``container.start_time``), as ``ffmpeg -ss``
+  counts them: an MPEG-PS file whose packets start at 0.6 s has its first frame at 0 s.
+- **The window** is ``[start_s, start_s + clip_seconds)``; ``start_s`` is the caller's choice (the datamodule picks
+  a random window at train time and a centred one at test). Frame i is the frame on screen at the centre of the
+  i-th of T equal segments, ``start_s + (i + 0.5)·clip_seconds / T`` (the last frame whose timestamp is ≤ that
+  time), so variable frame rates are sampled by timestamp, not by frame index.
+- **Padding.** A target time before the first frame takes the first frame, one at or after the end of the video
+  (last timestamp + its duration) repeats the last frame; both are counted in ``padded_frames``. Audio missing
+  at either end of the window is zeros, counted in ``padded_audio_s``. A window that starts at or after the end of
+  the file is a ``MediaError`` (a ``start_s`` given in milliseconds), not T copies of the last frame and silence.
+- **Frames** are resized so the short side is ``size`` and centre-cropped to ``size × size`` (swscale, bilinear).
+- **Down-mix: the equal-weight mean of all decoded channels** (LFE included), done here on planar float samples,
+  not by FFmpeg's mono matrix (which made stereo +3 dB and 5.1 several times louder): a signal identical on every
+  channel keeps its level; one on a single channel of C comes out at 1/C of its amplitude. The mono signal is then
+  resampled to ``sample_rate`` by ``av.AudioResampler`` and trimmed/zero-padded to exactly
+  ``S = round(sample_rate · clip_seconds)`` samples (AAC decodes to whole 1024-sample frames).
+- **Speed.** Only the window is decoded: seek to the keyframe before ``start_s``; during the pre-roll the decoder
+  skips frames no other frame references (checked afterwards; decoded again without skipping if it mattered);
+  stop after the last sampled frame and the window's audio; only the T sampled frames are converted to RGB.
+- **Errors.** An isolated packet that fails to demux or decode (an MPEG-PS audio packet cut by a seek) is skipped
+  and counted in ``decode_errors``; the clip fails only when the window cannot be filled: no decodable video
+  frame, audio packets that all fail, or more than ``MAX_ERROR_FRACTION`` of the packets read failing. Every
+  failure (missing, empty, unreadable, corrupt file, no video stream unless ``allow_missing_video``, no audio
+  stream unless ``allow_missing_audio``) raises ``MediaError(path, reason)``, never a bare PyAV traceback. Files
+  are recognised by content, not by extension.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from fusionbench.errors import UserError
+
+MAX_ERROR_FRACTION = 0.25  # more failed packets than this share of those read: the clip is corrupt, not glitched
+MIN_TOLERATED_ERRORS = 16  # … but this many isolated failures are always tolerated (short windows read few packets)
+SKIP_NONREF_BEFORE_S = 0.5  # pre-roll packets this far before the first target may skip non-reference frames
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})  # decoders that honour skip_frame per frame (libdav1d does not)
+SEEK_MARGIN_S = 0.25  # seek this far before the window when there is audio: its packets may sit before the keyframe's
+PAD_TOLERANCE_S = 0.01  # audio gaps shorter than this (timestamp rounding) do not make a clip "padded"
+AUDIO_PREROLL_S = 0.5  # audio packets ending this far before the window are not decoded (decoder warm-up margin)
+RESAMPLER_PREROLL_S = 0.05  # decoded audio ending this far before the window is not resampled
+AUDIO_GAP_TOLERANCE_S = 0.002  # timestamp jitter (mkv stores milliseconds) below this is not a gap
 
 
 class MediaError(UserError):
@@ -40,9 +67,25 @@ class MediaError(UserError):
 
 @dataclass
 class DecodedClip:
-    frames: np.ndarray  # uint8 (T, size, size, 3)
-    waveform: np.ndarray  # float32 (S,)
-    has_audio: bool
+    """One decoded window. The fields after ``has_audio`` have defaults so older constructors keep working."""
+
+    frames: np.ndarray  # uint8 (T, size, size, 3); zeros when the video is absent
+    waveform: np.ndarray  # float32 (S,); zeros when the audio is absent
+    has_audio: bool  # the file has an audio stream (``audio_present``)
+    video_present: bool = True  # the file has a video stream (False only with allow_missing_video)
+    padded_frames: int = 0  # of the T frames, how many repeat the first/last frame because the video does not cover them
+    padded_audio_s: float = 0.0  # seconds of the window's audio that are zeros because the stream does not cover them
+    decode_errors: int = 0  # packets that failed to demux or decode and were skipped
+    duration_s: float | None = None  # the file's duration as the container states it (None if it does not)
+
+    @property
+    def audio_present(self) -> bool:
+        return self.has_audio
+
+    @property
+    def padded(self) -> bool:
+        """Some of the window is padding (audio gaps under ``PAD_TOLERANCE_S`` are timestamp rounding)."""
+        return self.padded_frames > 0 or self.padded_audio_s >= PAD_TOLERANCE_S
 
 
 def sample_times(num_frames: int, clip_seconds: float, start_s: float = 0.0) -> np.ndarray:
@@ -65,7 +108,7 @@ def _reformatter() -> VideoReformatter:
 
 
 def _to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """Short side → size (bilinear), centre crop → uint8 (size, size, 3)."""
+    """Short side → size (bilinear, in swscale), centre crop → uint8 (size, size, 3)."""
     w, h = frame.width, frame.height
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -85,18 +128,31 @@ def decode_clip(
     clip_seconds: float,
     start_s: float = 0.0,
     allow_missing_audio: bool = False,
+    allow_missing_video: bool = False,
 ) -> DecodedClip:
-    """Decode ``num_frames`` frames and ``round(sample_rate·clip_seconds)`` mono samples from ``start_s``."""
+    """Decode ``num_frames`` frames and ``round(sample_rate·clip_seconds)`` mono samples of the window that starts
+    ``start_s`` seconds (not milliseconds) after the file's first timestamp."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(path, "file not found" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "empty file (0 bytes)")
+    if not math.isfinite(start_s) or start_s < 0:
+        raise MediaError(path, f"window start {start_s} s is not a time in the file")
     try:
         container = av.open(str(path))
+    except av.InvalidDataError:
+        raise MediaError(path, "not a media file FFmpeg can read (no known container format in its content)") from None
     except av.FFmpegError as exc:
         raise MediaError(path, f"cannot open ({_reason(exc)})") from None
+    args = (path, num_frames, size, sample_rate, clip_seconds, start_s, allow_missing_audio, allow_missing_video)
     try:
         with container:
-            return _decode(container, path, num_frames, size, sample_rate, clip_seconds, start_s, allow_missing_audio)
+            clip, verified = _decode(container, *args, skip_nonref=True)
+        if verified:
+            return clip
+        with av.open(str(path)) as container:  # a skipped pre-roll frame may have been on screen: decode it all
+            return _decode(container, *args, skip_nonref=False)[0]
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
@@ -112,87 +168,269 @@ def decode_job(job: tuple[int, str, dict[str, Any]]) -> tuple[int, DecodedClip |
         return key, exc
 
 
-def _is_float_mono(frame: av.AudioFrame, sample_rate: int) -> bool:
-    """Already what the resampler would output (mono float at the target rate): its samples can be used as is."""
-    return (frame.sample_rate == sample_rate and frame.layout.nb_channels == 1
-            and frame.format.name in ("flt", "fltp"))
-
-
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
+def _seconds(x: float) -> str:
+    """2000.0, 2.0, 2.05: at most 3 decimals, at least one."""
+    text = f"{x:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """Any sample format and layout → float32 (n,): the equal-weight mean of all channels (the rule above)."""
+    x = frame.to_ndarray()  # planar (C, n); packed (1, n·C) interleaved
+    channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        x = x.reshape(-1, channels).T  # (C, n)
+    kind = x.dtype
+    x = x.astype(np.float32, copy=False)
+    if kind == np.uint8:
+        x = (x - 128.0) / 128.0
+    elif kind == np.int16:
+        x = x / 32768.0
+    elif kind == np.int32:
+        x = x / 2147483648.0
+    elif kind == np.int64:
+        x = x / 9223372036854775808.0
+    return x[0] if channels == 1 else x.mean(axis=0, dtype=np.float32)  # (n,)
+
+
+class _ErrorCounter:
+    """Packets read and packets that failed; ``check`` raises once failures are no longer isolated."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.read, self.failed = path, 0, 0
+
+    def fail(self) -> None:
+        self.failed += 1
+        if self.failed > MIN_TOLERATED_ERRORS and self.failed > MAX_ERROR_FRACTION * self.read:
+            raise MediaError(self.path, f"corrupt: {self.failed} of {self.read} packets read failed to decode")
+
+
+def _packets(container: av.container.InputContainer, streams: list, errors: _ErrorCounter) -> Iterator[av.Packet]:
+    """Demux the streams; a read error skips ahead (counted), end of file or repeated errors end the stream."""
+    while True:
+        try:
+            for packet in container.demux(*streams):
+                errors.read += packet.size > 0  # not the empty packet that flushes a decoder at the end
+                yield packet
+            return
+        except av.EOFError:
+            return
+        except av.FFmpegError:
+            errors.read += 1
+            errors.fail()
+            if errors.failed > MIN_TOLERATED_ERRORS:  # a read that keeps failing: the file ends here
+                return
+
+
+def _decode_packet(packet: av.Packet, errors: _ErrorCounter) -> list:
+    try:
+        return packet.decode()
+    except av.FFmpegError:
+        errors.fail()
+        return []
+
+
 def _decode(
     container: av.container.InputContainer, path: Path, num_frames: int, size: int, sample_rate: int,
-    clip_seconds: float, start_s: float, allow_missing_audio: bool,
-) -> DecodedClip:
-    if not container.streams.video:
-        raise MediaError(path, "no video stream")
-    vstream = container.streams.video[0]
-    vstream.codec_context.thread_count = 1  # frame threading makes tiny clips 2–3× slower
+    clip_seconds: float, start_s: float, allow_missing_audio: bool, allow_missing_video: bool, skip_nonref: bool,
+) -> tuple[DecodedClip, bool]:
+    """One pass over the window → (clip, verified): ``verified`` is False if a skipped frame may have been needed."""
+    vstream = container.streams.video[0] if container.streams.video else None
     astream = container.streams.audio[0] if container.streams.audio else None
+    if vstream is None and not allow_missing_video:
+        raise MediaError(path, "no video stream")
     if astream is None and not allow_missing_audio:
         raise MediaError(path, "no audio stream (pass allow_missing_audio=True to use silence)")
+    if vstream is None and astream is None:
+        raise MediaError(path, "no audio or video stream")
+    t0 = container.start_time / av.time_base if container.start_time is not None else 0.0
+    duration = container.duration / av.time_base if container.duration else None
+    if duration is not None and start_s >= duration:
+        raise MediaError(path, f"window starts at {_seconds(start_s)} s, after the end of the file "
+                               f"({_seconds(duration)} s)")
     end_s = start_s + clip_seconds
-    if start_s > 0:
-        container.seek(int(start_s * av.time_base), backward=True)  # to the keyframe at or before start_s
-
-    targets = sample_times(num_frames, clip_seconds, start_s)  # (T,)
-    chosen: list[np.ndarray | None] = [None] * num_frames
-    next_target, prev, prev_rgb = 0, None, None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream is not None else None
-    chunks: list[np.ndarray] = []
-    audio_t0: float | None = None
-    video_done, audio_done = False, astream is None
-    eps = 1e-6
-
-    def rgb_of(frame: av.VideoFrame) -> np.ndarray:
-        nonlocal prev_rgb
-        if prev_rgb is None or prev_rgb[0] is not frame:
-            prev_rgb = (frame, _to_rgb(frame, size))
-        return prev_rgb[1]
-
-    streams = [vstream] + ([astream] if astream is not None else [])
-    for packet in container.demux(*streams):
-        if packet.stream.type == "video" and not video_done:
-            for frame in packet.decode():
-                t = frame.time if frame.time is not None else 0.0
-                while next_target < num_frames and t > targets[next_target] + eps:
-                    chosen[next_target] = rgb_of(prev if prev is not None else frame)  # on screen at the target
-                    next_target += 1
-                prev = frame
-                if next_target == num_frames:
-                    video_done = True
-                    break
-        elif packet.stream.type == "audio" and not audio_done:
-            for frame in packet.decode():
-                if audio_t0 is None:
-                    audio_t0 = frame.time if frame.time is not None else start_s
-                if _is_float_mono(frame, sample_rate):  # nothing to convert: skip swresample (≈0.1 ms a frame)
-                    chunks.append(frame.to_ndarray()[0].astype(np.float32, copy=False))  # (n,)
-                else:
-                    chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))  # (n,) each
-                if frame.time is not None and frame.time + frame.samples / frame.sample_rate >= end_s:
-                    audio_done = True
-        if video_done and audio_done:
-            break
-    if not video_done:
-        if prev is None:
-            raise MediaError(path, "no decodable video frame in the window")
-        for i in range(next_target, num_frames):  # the video ended before the window: hold its last frame
-            chosen[i] = rgb_of(prev)
-    frames = np.stack(chosen)  # (T, size, size, 3)
-
+    seek_s = max(0.0, start_s - (SEEK_MARGIN_S if astream is not None else 0.0))
+    if seek_s > 0:
+        container.seek(int((t0 + seek_s) * av.time_base), backward=True)  # the keyframe at or before seek_s
+    errors = _ErrorCounter(path)
     n = round(sample_rate * clip_seconds)
-    if astream is None:
-        return DecodedClip(frames, np.zeros(n, dtype=np.float32), has_audio=False)
-    chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))  # flush the resampler
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    offset = round(((audio_t0 if audio_t0 is not None else start_s) - start_s) * sample_rate)
-    if offset < 0:  # decoding began before start_s (seek lands on an earlier packet): drop the excess
-        audio = audio[-offset:]
-    elif offset > 0:  # the audio stream begins after start_s: silence until it does
-        audio = np.concatenate([np.zeros(offset, dtype=np.float32), audio])
-    waveform = np.zeros(n, dtype=np.float32)
-    waveform[: min(n, audio.size)] = audio[:n]
-    return DecodedClip(frames, waveform, has_audio=True)
+
+    video = _VideoWindow(vstream, t0, sample_times(num_frames, clip_seconds, start_s), skip_nonref) if vstream else None
+    audio = _AudioWindow(astream, t0, start_s, end_s, sample_rate) if astream else None
+    streams = [s for s in (vstream, astream) if s is not None]
+    for packet in _packets(container, streams, errors):
+        if video is not None and packet.stream is vstream:
+            if not video.done:
+                video.feed(packet, errors)
+        elif audio is not None and not audio.done:
+            audio.feed(packet, errors)
+        if (video is None or video.done) and (audio is None or audio.done):
+            break
+
+    if video is not None:
+        if video.last is None:
+            raise MediaError(path, "no decodable video frame in the window"
+                                   + (f" ({errors.failed} packets failed)" if errors.failed else ""))
+        video_end = video.end_s()
+        if start_s >= video_end:  # the container's duration said otherwise: a truncated file, or one that lies
+            raise MediaError(path, f"window starts at {_seconds(start_s)} s, after the end of the decodable video "
+                                   f"({_seconds(video_end)} s)")
+        frames, padded_frames = video.frames(size)  # (T, size, size, 3)
+        verified = video.verified()
+    else:
+        frames, padded_frames, verified = np.zeros((num_frames, size, size, 3), np.uint8), 0, True
+
+    if audio is not None:
+        if audio.decoded == 0 and errors.failed:
+            raise MediaError(path, f"no decodable audio in the window ({errors.failed} packets failed)")
+        waveform, valid = audio.waveform(n)  # (S,)
+        padded_audio_s = (n - valid) / sample_rate
+    else:
+        waveform, padded_audio_s = np.zeros(n, dtype=np.float32), 0.0
+    clip = DecodedClip(
+        frames, waveform, has_audio=audio is not None, video_present=video is not None,
+        padded_frames=padded_frames, padded_audio_s=float(padded_audio_s), decode_errors=errors.failed,
+        duration_s=duration,
+    )
+    return clip, verified
+
+
+class _VideoWindow:
+    """The frames on screen at the target times, converted to RGB only when chosen."""
+
+    EPS = 1e-6
+
+    def __init__(self, stream: av.video.stream.VideoStream, t0: float, targets: np.ndarray, skip_nonref: bool):
+        self.stream, self.t0, self.targets = stream, t0, targets  # (T,) seconds from the file's start
+        stream.codec_context.thread_count = 1  # frame threading makes tiny clips 2–3× slower
+        self.chosen: list[av.VideoFrame | None] = [None] * len(targets)
+        self.next, self.last, self.first = 0, None, None
+        self.last_t = -math.inf
+        self.skip_allowed = skip_nonref and stream.codec_context.name in SKIP_NONREF_CODECS
+        self.skipping = False
+        self.skipped_upto = -math.inf  # latest pts (s) sent while the decoder skipped non-reference frames
+        rate = stream.average_rate or stream.guessed_rate
+        self.frame_s = float(1 / rate) if rate else 0.0
+        self.done = False
+
+    def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
+        t_packet = packet.pts * packet.time_base - self.t0 if packet.pts is not None else None
+        skip = self.skip_allowed and t_packet is not None and t_packet < self.targets[0] - SKIP_NONREF_BEFORE_S
+        if skip != self.skipping:
+            self.stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+            self.skipping = skip
+        if skip:
+            self.skipped_upto = max(self.skipped_upto, float(t_packet))
+        for frame in _decode_packet(packet, errors):
+            self._take(frame)
+            if self.done:
+                return
+
+    def _take(self, frame: av.VideoFrame) -> None:
+        t = frame.time - self.t0 if frame.time is not None else max(self.last_t + self.frame_s, 0.0)
+        T = len(self.targets)
+        while self.next < T and t > self.targets[self.next] + self.EPS:  # the previous frame was on screen then
+            self.chosen[self.next] = self.last if self.last is not None else frame
+            self.next += 1
+        if self.first is None:
+            self.first = (t, frame)
+        self.last, self.last_t = frame, t
+        self.done = self.next == T
+
+    def end_s(self) -> float:
+        """The end of the last decoded frame: its timestamp plus its duration."""
+        dur = float(self.last.duration * self.last.time_base) if self.last.duration and self.last.time_base else 0.0
+        return self.last_t + (dur or self.frame_s)
+
+    def verified(self) -> bool:
+        """False if a frame skipped in the pre-roll could have been the one on screen at a target."""
+        if self.skipped_upto == -math.inf:
+            return True
+        return self._chosen_time(0) >= self.skipped_upto - self.EPS
+
+    def _chosen_time(self, i: int) -> float:
+        frame = self.chosen[i]
+        return (frame.time - self.t0) if frame is not None and frame.time is not None else self.last_t
+
+    def frames(self, size: int) -> tuple[np.ndarray, int]:
+        """(T, size, size, 3) uint8 and how many targets lie outside the decoded video (first/last frame repeated)."""
+        end = self.end_s()
+        for i in range(self.next, len(self.targets)):  # the video ended before these targets: hold its last frame
+            self.chosen[i] = self.last
+        first_t = self.first[0]
+        padded = int(sum(1 for t in self.targets if t >= end - self.EPS or t < first_t - self.EPS))
+        rgb: dict[int, np.ndarray] = {}  # a frame chosen for several targets is converted once
+        for f in self.chosen:
+            if id(f) not in rgb:
+                rgb[id(f)] = _to_rgb(f, size)  # (size, size, 3)
+        return np.stack([rgb[id(f)] for f in self.chosen]), padded  # (T, size, size, 3)
+
+
+class _AudioWindow:
+    """Decoded audio from just before the window to its end, down-mixed (channel mean) and resampled."""
+
+    def __init__(self, stream: av.audio.stream.AudioStream, t0: float, start_s: float, end_s: float,
+                 sample_rate: int) -> None:
+        self.t0, self.start_s, self.end_s, self.rate = t0, start_s, end_s, sample_rate
+        self.resampler: av.AudioResampler | None = None
+        self.chunks: list[np.ndarray] = []
+        self.audio_t0: float | None = None  # time of the first sample kept
+        self.decoded = 0  # frames decoded (any time)
+        self.next_t = 0.0  # the time of the next sample the stream should deliver
+        self.gaps: list[tuple[float, float]] = []  # (from, to) seconds of silence put where packets were lost
+        self.done = False
+
+    def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
+        if packet.pts is not None and packet.duration:
+            packet_end = float((packet.pts + packet.duration) * packet.time_base) - self.t0
+            if packet_end < self.start_s - AUDIO_PREROLL_S:  # long before the window: not even decoded
+                return
+        for frame in _decode_packet(packet, errors):
+            self.decoded += 1
+            t = frame.time - self.t0 if frame.time is not None else None
+            if t is not None and t + frame.samples / frame.sample_rate < self.start_s - RESAMPLER_PREROLL_S:
+                continue  # warm-up only
+            mono = to_mono(frame)  # (n,)
+            if self.audio_t0 is None:
+                self.audio_t0 = self.next_t = t if t is not None else self.start_s
+            elif t is not None:  # keep every sample at its timestamp: a lost packet leaves a gap, not a shift
+                gap = round((t - self.next_t) * frame.sample_rate)
+                if gap > AUDIO_GAP_TOLERANCE_S * frame.sample_rate:
+                    self.gaps.append((self.next_t, t))
+                    self._add(np.zeros(gap, dtype=np.float32), frame.sample_rate)  # (gap,)
+                    self.next_t += gap / frame.sample_rate
+                elif gap < -AUDIO_GAP_TOLERANCE_S * frame.sample_rate:  # overlaps what came before: drop that part
+                    mono = mono[-gap:]
+            self._add(mono, frame.sample_rate)
+            self.next_t += mono.size / frame.sample_rate
+            if t is not None and t + frame.samples / frame.sample_rate >= self.end_s:
+                self.done = True
+
+    def _add(self, mono: np.ndarray, rate: int) -> None:
+        if rate == self.rate and self.resampler is None:
+            self.chunks.append(mono)
+            return
+        if self.resampler is None:
+            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono[None]), format="flt", layout="mono")  # (1, n)
+        frame.sample_rate = rate
+        self.chunks.extend(f.to_ndarray()[0] for f in self.resampler.resample(frame))  # (n',) each
+
+    def waveform(self, n: int) -> tuple[np.ndarray, int]:
+        """Exactly n samples from ``start_s`` (float32 (n,)) and how many of them the stream delivered."""
+        if self.resampler is not None:
+            self.chunks.extend(f.to_ndarray()[0] for f in self.resampler.resample(None))  # flush
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+        offset = round(((self.audio_t0 if self.audio_t0 is not None else self.start_s) - self.start_s) * self.rate)
+        if offset < 0:  # decoding began before start_s: drop the excess
+            audio = audio[-offset:]
+            offset = 0
+        waveform = np.zeros(n, dtype=np.float32)
+        kept = max(0, min(n - offset, audio.size))
+        waveform[offset : offset + kept] = audio[:kept]  # zeros before the stream begins and after it ends
+        lost = sum(max(0.0, min(b, self.end_s) - max(a, self.start_s)) for a, b in self.gaps)  # gaps in the window
+        return waveform, kept - round(lost * self.rate)
