@@ -68,16 +68,23 @@ class SynthConfig:
     video_noise: float | None = None  # pixel noise σ (pixels in [0, 1]); None: the task's own (synthetic.TASKS)
     audio_snr_db: float | None = None  # white-noise SNR of the audio track; None: the task's own
     drop_p: float = 0.0  # probability that one modality of a clip is replaced by pure noise
-    val_frac: float = 0.15
+    val_frac: float = 0.15  # the generator's exact split fractions (written in its clips.csv split column)
     test_frac: float = 0.15
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synth"  # synth | clips (a generic clips.csv)
+    # a reader of fusionbench.data.datasets.READERS: synth | clips | vggsound | audioset | kinetics | kinetics_sounds |
+    # epic_kitchens (experiments/data/<name>.yaml; `data=<name>` on the command line loads one)
+    dataset: str = "synth"
     task: str = "joint"  # synth: joint | modsum | sync
-    root: str = "data/synth"  # synth: clips go to <root>/<task>; clips: folder that paths are relative to
-    manifest: str = ""  # clips.csv path; default <root>/<task>/clips.csv (synth) or <root>/clips.csv
+    root: str = "data/synth"  # the dataset's folder (synth: sets go to <root>/<task>); paths resolve inside it
+    manifest: str = ""  # synth / clips: a CSV to read instead (default <root>/<task>/clips.csv or <root>/clips.csv)
+    options: dict[str, Any] = field(default_factory=dict)  # the reader's options (its signature), e.g. class_list
+    # automatic splits of clips without one, per source video (fusionbench.data.integrity); a dataset without a val
+    # (or test) split has it carved from its train split with the same fraction
+    val_frac: float = 0.15
+    test_frac: float = 0.15
     clip_seconds: float = 2.0
     multilabel: bool = False
     on_error: str = "raise"  # raise | skip: what a corrupt/missing clip does
@@ -214,8 +221,39 @@ def _sets(layer: dict, key: str) -> bool:
     return True
 
 
+DATA_CONFIGS = EXPERIMENTS / "data"
+
+
+def data_layer(name: str) -> tuple[str, dict]:
+    """``data=<name>``: experiments/data/<name>.yaml (its ``data:`` mapping) as a config layer; unknown →
+    ConfigError listing the available names."""
+    path = DATA_CONFIGS / f"{name}.yaml"
+    if not isinstance(name, str) or "/" in name or not path.is_file():
+        known = sorted(p.stem for p in DATA_CONFIGS.glob("*.yaml"))
+        raise ConfigError(f"data={name!r}: no experiments/data/{name}.yaml; available: {', '.join(known)}",
+                          where=COMMAND_LINE, key="data")
+    layer = _load_yaml(path)
+    if set(layer) != {"data"}:
+        raise ConfigError("a data config holds one mapping, data:", where=str(path))
+    return str(path), layer
+
+
+def _split_data_shorthand(overrides: list[str]) -> tuple[list[tuple[str, dict]], list[str]]:
+    """The ``data=<name>`` items (key exactly ``data``) as layers, and the other overrides."""
+    layers, rest = [], []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "data" and "=" in item:
+            layers.append(data_layer(value.strip()))
+        else:
+            rest.append(item)
+    return layers, rest
+
+
 def load_config(overrides: list[str] | None = None, experiment: str | Path | None = None) -> DictConfig:
-    """defaults.yaml ← experiment YAML ← overrides, validated against the schema and the fusion's options."""
+    """defaults.yaml ← experiment YAML ← ``data=<name>`` (experiments/data/<name>.yaml) ← overrides, validated
+    against the schema and the fusion's options."""
+    data_layers, overrides = _split_data_shorthand(list(overrides or []))
     defaults = EXPERIMENTS / "defaults.yaml"
     named = [(str(defaults), _load_yaml(defaults))]
     if experiment:
@@ -225,6 +263,7 @@ def load_config(overrides: list[str] | None = None, experiment: str | Path | Non
         layer = _load_yaml(path)
         layer.pop("sweep", None)  # a sweep file's grid is read by `fusionbench sweep`, not part of a run's config
         named.append((str(path), layer))
+    named += data_layers
     named.append((COMMAND_LINE, parse_dotlist(overrides or [])))
 
     def origin(key: str | None) -> str:
@@ -285,6 +324,10 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
         ("data.synth.test_frac", 0 <= s.test_frac < 1, "must be in [0, 1)"),
         ("data.synth.test_frac", s.val_frac + s.test_frac < 1,
          f"+ data.synth.val_frac = {s.val_frac + s.test_frac:g} must be < 1 (the rest is the training split)"),
+        ("data.val_frac", 0 <= d.val_frac < 1, "must be in [0, 1)"),
+        ("data.test_frac", 0 <= d.test_frac < 1, "must be in [0, 1)"),
+        ("data.test_frac", d.val_frac + d.test_frac < 1,
+         f"+ data.val_frac = {d.val_frac + d.test_frac:g} must be < 1 (the rest is the training split)"),
         ("train.max_epochs", t.max_epochs >= -1, "must be >= 1 (or -1 with train.max_steps > 0)"),
         ("train.max_steps", t.max_steps == -1 or t.max_steps > 0, "must be > 0 (or -1 = off)"),
         ("train.max_epochs", t.max_epochs >= 1 or t.max_steps > 0,
@@ -325,8 +368,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model: {exc.args[0]}", key="model") from None
     except TypeError as exc:  # "num_bottlenecks='abc' is not int": registry names the option first
         raise ConfigError(f"model.{exc.args[0]}", key=f"model.{str(exc.args[0]).split('=')[0]}") from None
-    choices = {"data.dataset": ("synth", "clips"), "data.task": ("joint", "modsum", "sync"), "data.on_error": ("raise", "skip"),
-               "data.norm_stats": ("train", "config")}
+    from fusionbench.data.datasets import READERS, check_options
+
+    choices = {"data.dataset": tuple(READERS), "data.task": ("joint", "modsum", "sync"),
+               "data.on_error": ("raise", "skip"), "data.norm_stats": ("train", "config")}
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if key == "data.task" and cfg.data.dataset != "synth":
@@ -338,6 +383,8 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
             raise ConfigError(f"{key}={value!r} {rule}", key=key)
+    check_options(cfg.data)
+    check_geometry(cfg)
     from fusionbench.evaluate.conditions import parse_condition
 
     for name in cfg.eval.conditions:
@@ -345,6 +392,29 @@ def validate(cfg: DictConfig) -> None:
             parse_condition(name)  # raises ConfigError on an unknown condition
         except ConfigError as exc:
             raise ConfigError(exc.reason, exc.where, key="eval.conditions") from None
+
+
+def check_geometry(cfg: DictConfig) -> None:
+    """The data's input shapes divide into the model's patches, checked before anything is decoded: fbank
+    (data.audio.num_mel_bins, target_length) by ``model.audio_patch``, frames (data.video.num_frames, size, size) by
+    ``model.video_patch`` (the preset's unless ``model`` overrides them; a ``model.*_shape`` override wins over the
+    data's, as in ``fusionbench.train.build``)."""
+    from fusionbench.registry import PRESETS
+
+    preset, model = PRESETS[cfg.preset], cfg.model
+    a, v = cfg.data.audio, cfg.data.video
+    checks = [
+        ("audio", tuple(model.get("audio_shape") or (a.num_mel_bins, a.target_length)),
+         tuple(model.get("audio_patch") or preset.audio_patch), "data.audio.num_mel_bins / target_length"),
+        ("video", tuple(model.get("video_shape") or (v.num_frames, v.size, v.size)),
+         tuple(model.get("video_patch") or preset.video_patch), "data.video.num_frames / size"),
+    ]
+    for modality, shape, patch, data_keys in checks:
+        if len(shape) != len(patch) or any(int(s) % int(p) for s, p in zip(shape, patch)):
+            key = f"model.{modality}_patch"
+            raise ConfigError(f"{key}={list(patch)} does not divide the {modality} input {list(shape)} ({data_keys}"
+                              f"{'' if f'{modality}_patch' in model else f', preset {cfg.preset}'}): set {key} or "
+                              f"change the data geometry", key=key)
 
 
 def to_dict(cfg: DictConfig) -> dict:
@@ -370,11 +440,26 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def data_root(data: DictConfig) -> Path:
+    """The folder a dataset's paths resolve in: ``data.root`` (relative to the project root), or the folder of
+    ``data.manifest`` when only a manifest is given (``data.root`` left at its default)."""
+    if data.manifest and data.root == DataConfig.root:
+        return project_path(str(data.manifest)).parent
+    return project_path(str(data.root))
+
+
 def dataset_name(cfg: DictConfig) -> str:
-    """The dataset as leaderboards name it: ``synth-joint``, or the manifest's folder name for ``clips``."""
+    """The dataset as leaderboards name it; two datasets never share one (fusionbench's rule).
+
+    ``synth-<task>``; ``<dataset>-<root folder name>`` for a real dataset (``vggsound-VGGSound``); ``clips-<folder>-
+    <6 hex of the resolved folder>`` for a generic clips.csv (users' folders are often called ``data`` or ``clips``).
+    """
     if cfg.data.dataset == "synth":
         return f"synth-{cfg.data.task}"
-    return Path(cfg.data.manifest or cfg.data.root).resolve().stem if cfg.data.manifest else Path(cfg.data.root).name
+    root = data_root(cfg.data).resolve()
+    if cfg.data.dataset == "clips":
+        return f"clips-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
+    return f"{cfg.data.dataset}-{root.name}"
 
 
 def project_path(path: str | Path) -> Path:

@@ -187,7 +187,11 @@ class RunIdentity:
 
 
 def identity_of(cfg: DictConfig) -> RunIdentity:
-    return RunIdentity(cfg.fusion, dataset_name(cfg), config_hash(cfg), int(cfg.seed))
+    """fusion, dataset, config hash + data fingerprint (``fusionbench.data.fingerprint.identity_hash``: the same config
+    on changed data is another run), seed."""
+    from fusionbench.data.fingerprint import identity_hash
+
+    return RunIdentity(cfg.fusion, dataset_name(cfg), identity_hash(cfg), int(cfg.seed))
 
 
 # ------------------------------------------------------------------------------------------------ identity locks

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from fusionbench.config import DataConfig
 from fusionbench.data.datamodule import AVDataModule, ClipDataset, decode_split
-from fusionbench.data.manifest import ManifestError, assign_splits, read_manifest
+from fusionbench.data.integrity import assign_splits
+from fusionbench.data.manifest import ManifestError, read_manifest
 from fusionbench.data.media import MediaError
 from fusionbench.evaluate.conditions import parse_condition
 
@@ -302,7 +303,8 @@ def test_malformed_manifest_names_file_and_line(tmp_path: Path, text: str, messa
     assert str(csv_path) in str(info.value)
 
 
-def test_missing_splits_are_assigned_by_file_name(tmp_path: Path) -> None:
+def test_missing_splits_are_assigned_by_group(tmp_path: Path) -> None:
+    """Flat files without a group: each its own video (``integrity.assign_splits`` falls back to the file)."""
     text = "path,label\n" + "".join(f"v{i}.mp4,{i % 3}\n" for i in range(400))
     clips, _ = read_manifest(_write(tmp_path / "c.csv", text))
     a = [c.split for c in assign_splits(clips, 0.15, 0.15)]

@@ -48,7 +48,7 @@ def test_timestamps() -> None:
 
 
 def test_registry_and_option_check(tmp_path: Path) -> None:
-    assert set(READERS) == {"vggsound", "audioset", "kinetics", "kinetics_sounds", "epic_kitchens"}
+    assert set(READERS) == {"synth", "clips", "vggsound", "audioset", "kinetics", "kinetics_sounds", "epic_kitchens"}
     with pytest.raises(UserError, match="templ.*valid: annotations, template"):
         read_dataset("vggsound", tmp_path, templ="{ytid}.mp4")
     with pytest.raises(UserError, match="unknown dataset 'vgg'"):

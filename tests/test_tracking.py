@@ -11,7 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from fusionbench import tracking
-from fusionbench.config import PROJECT_ROOT, Config, config_hash, load_config
+from fusionbench.config import PROJECT_ROOT, Config, load_config
+from fusionbench.data.fingerprint import identity_hash
 from fusionbench.errors import TrainingDiverged
 from sweep_runners import fresh_store
 
@@ -76,7 +77,7 @@ def test_finished_run_records_identity_params_config_and_metrics(store: Path, tm
     assert run.data.tags["fb.status"] == "finished"
     tags = run.data.tags
     assert tags["fb.fusion"] == "late" and tags["fb.dataset"] == "synth-joint" and tags["fb.seed"] == "7"
-    assert tags["fb.config_hash"] == config_hash(cfg) == ident.config_hash
+    assert tags["fb.config_hash"] == identity_hash(cfg) == ident.config_hash  # the config hash + the data fingerprint
     assert tags["fb.identity"] == ident.key == f"late/synth-joint/{ident.config_hash}/s7"
     assert tags["fb.preset"] == "small" and tags["fb.extra"] == "yes"
     assert tags["fb.test"] == "top1 % av 90.0, audio_snr_-5 50.0"  # the headline per condition, for the runs table
@@ -91,7 +92,7 @@ def test_finished_run_records_identity_params_config_and_metrics(store: Path, tm
 
     artifact = Path(tracking.client(store).download_artifacts(tr.run_id, "config.yaml", str(tmp_path)))
     reloaded = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(artifact))
-    assert reloaded.seed == 7 and config_hash(reloaded) == ident.config_hash  # the artifact is the resolved config
+    assert reloaded.seed == 7 and identity_hash(reloaded) == ident.config_hash  # the artifact is the resolved config
     assert str(tr.artifact_dir).startswith(str(store.parent / "mlartifacts" / "t"))
     assert not (tmp_path / "mlruns").exists()
     assert tracking.finished_identities(store, "t") == {ident.key}

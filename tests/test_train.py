@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from fusionbench import cli, tracking
-from fusionbench.config import config_hash, load_config
+from fusionbench.config import load_config
+from fusionbench.data.fingerprint import identity_hash
 from fusionbench.registry import list_fusions
 
 CHANCE = 1 / 16
@@ -62,7 +63,7 @@ def test_run_record_contents(joint_env):
         assert cli.main(["train", *overrides]) == 0
         cfg, frame = _runs(overrides)
     row = frame[frame["tags.fb.fusion"] == "late"].iloc[-1]
-    assert row["tags.fb.config_hash"] == config_hash(cfg) and row["tags.fb.seed"] == "0"
+    assert row["tags.fb.config_hash"] == identity_hash(cfg) and row["tags.fb.seed"] == "0"  # config + data
     assert row["tags.fb.dataset"] == "synth-joint"
     assert row["params.train.lr"] == "0.003" and row["params.preset"] == "tiny"
     for condition in ("av", "audio_only", "video_only"):

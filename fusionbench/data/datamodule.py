@@ -4,13 +4,12 @@ Batch contract (a dict): ``audio`` float32 (B, 1, n_mels, target_length), ``vide
 ``label`` int64 (B,) (multiclass) or float32 (B, C) multi-hot (multi-label), ``index`` int64 (B,) = the clip's row
 in the manifest (stable across splits and runs).
 
-- ``dataset="synth"``: the manifest is ``<root>/<task>/clips.csv`` (``<root>/<task>-<hash>/`` for non-default
-  generator settings, see ``synth_dir``); a missing one (or a stale one, per its ``generator.json``) is generated
-  from ``data.synth`` + the clip geometry of ``data.video`` / ``data.audio``. ``dataset="clips"``:
-  ``data.manifest`` or ``<root>/clips.csv``.
+- The clips come from ``fusionbench.data.datasets.records_for(data_cfg)``: the reader ``data.dataset`` names, with the
+  integrity rules applied and every split assigned. The datamodule knows nothing of any one dataset.
 - ``setup()`` decodes every split once through the cache (``cache.py``). ``on_error="skip"``: clips that fail to
   decode are left out, listed in ``skipped`` as (path, reason) and reported in one warning; ``"raise"``: the first
-  one raises ``MediaError`` naming the file and the reason.
+  one raises ``MediaError`` naming the file and the reason. A split left empty (by skipping, or by the data) is a
+  ``UserError`` naming the split and how many of its clips were skipped.
 - Train batches are shuffled by a ``torch.Generator`` seeded from ``seed`` and get SpecAugment; val/test never do.
 - ``test_dataloader()`` returns a list: [clean test set, one loader per corrupting condition]; ``test_conditions[i]``
   lists the conditions evaluated on loader i (the clean loader carries every non-corrupting one, e.g. av /
@@ -38,13 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from fusionbench.config import DataConfig, project_path
-from fusionbench.data import synthetic
+from fusionbench.config import DataConfig, data_root, project_path
 from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
+from fusionbench.data.datasets import DatasetRecords, records_for
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
-from fusionbench.data.manifest import Clip, assign_splits, file_hash, media_fingerprint, read_manifest
+from fusionbench.data.manifest import Clip, file_hash, media_fingerprint
 from fusionbench.data.media import MediaError, decode_job
-from fusionbench.data.prepare import set_lock
+from fusionbench.errors import UserError
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
 log = logging.getLogger(__name__)
@@ -250,27 +249,8 @@ def window_start(clip: Clip, clip_seconds: float) -> float:
     return max(0.0, (clip.start_s + clip.end_s) / 2 - clip_seconds / 2)
 
 
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def synth_request(cfg: DictConfig) -> dict[str, Any]:
-    """The ``synthetic.generate`` arguments a data config asks for (the set is generated on the model's grid).
-
-    A noise setting left at None takes the task's own (``synthetic.TASKS``), so each task keeps its tuned noise.
-    """
-    return dict(
-        task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed),
-        video_noise=_float_or_none(cfg.synth.video_noise), audio_snr_db=_float_or_none(cfg.synth.audio_snr_db),
-        drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac), test_frac=float(cfg.synth.test_frac),
-        num_frames=int(cfg.video.num_frames), size=int(cfg.video.size),
-        fps=int(cfg.video.num_frames) / float(cfg.clip_seconds), sample_rate=int(cfg.audio.sample_rate),
-        clip_seconds=float(cfg.clip_seconds),
-    )
-
-
 class AVDataModule(L.LightningDataModule):
-    """Audio-visual clips for one dataset: synthetic tasks or a generic ``clips.csv`` (see the module docstring)."""
+    """Audio-visual clips of one dataset, whichever reader yields them (see the module docstring)."""
 
     def __init__(
         self,
@@ -299,22 +279,26 @@ class AVDataModule(L.LightningDataModule):
         self.data: dict[str, DecodedSplit] = {}
         self._corrupted: dict[tuple[str, str], DecodedSplit] = {}  # (split, condition name) → corrupted split
         self.norm_stats: dict[str, float] = {}  # the statistics fitted by norm_stats="train" (set up by setup())
-        self._clips: list[Clip] | None = None
-        self._class_names: list[str] | None = None
 
     # ------------------------------------------------------------------------------------------- geometry
 
+    @functools.cached_property
+    def records(self) -> DatasetRecords:
+        """The dataset's records (``records_for``): clips with splits, class names, the reader's report, sources."""
+        return records_for(self.cfg, workers=self.decode_workers)
+
+    @property
+    def clips(self) -> list[Clip]:
+        """Every clip; a clip's position here is its ``index`` in batches."""
+        return self.records.clips
+
     @property
     def multilabel(self) -> bool:
-        return bool(self.cfg.multilabel) and self.cfg.dataset != "synth"
+        return self.records.multilabel
 
     @property
     def class_names(self) -> list[str]:
-        if self.cfg.dataset == "synth":
-            return list(self._task_spec().class_names)
-        if self._class_names is None:
-            self._read_manifest()
-        return list(self._class_names)
+        return list(self.records.class_names)
 
     @property
     def num_classes(self) -> int:
@@ -333,102 +317,42 @@ class AVDataModule(L.LightningDataModule):
         """Conditions evaluated on each test dataloader: [non-corrupting ones] + [[c] for each corrupting c]."""
         return [[c for c in self.conditions if not c.corrupts]] + [[c] for c in self.conditions if c.corrupts]
 
-    # ------------------------------------------------------------------------------------------- manifest
+    # ------------------------------------------------------------------------------------------- sources
 
     @property
     def manifest_path(self) -> Path:
-        if self.cfg.manifest:
-            return project_path(self.cfg.manifest)
-        if self.cfg.dataset == "synth":
-            return self.synth_dir / "clips.csv"
-        return project_path(self.cfg.root) / "clips.csv"
-
-    @functools.cached_property
-    def synth_dir(self) -> Path:
-        """``<root>/<task>`` for the default generator parameters, else ``<root>/<task>-<hash of them>``.
-
-        fusionbench's rule: the synthetic set is generated on the model's grid (T frames over clip_seconds, size,
-        sample rate), so a flash lands on exactly one input frame. A variant never overwrites another, so runs with
-        different data settings can share ``root`` concurrently.
-        """
-        request = synth_request(self.cfg)
-        name = self.cfg.task
-        if request != synth_request(OmegaConf.merge(OmegaConf.structured(DataConfig), {"task": self.cfg.task})):
-            name += "-" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:8]
-        return project_path(self.cfg.root) / name
+        """The dataset's first annotation file (e.g. its clips.csv)."""
+        return self.records.sources[0]
 
     @property
-    def media_root(self) -> Path:
-        """The folder manifest paths are relative to: data.root for ``clips`` unless only a manifest is given."""
-        if self.cfg.dataset == "clips" and not (self.cfg.manifest and self.cfg.root == DataConfig.root):
-            return project_path(self.cfg.root)
-        return self.manifest_path.parent
+    def synth_dir(self) -> Path:
+        """The generated synthetic set a synth config trains on (``datasets.synth.set_dir_for``; for tools and tests)."""
+        from fusionbench.data.datasets.synth import set_dir_for
 
-    def _task_spec(self) -> synthetic.TaskSpec:
-        if self.cfg.task not in synthetic.TASKS:
-            raise ValueError(f"unknown synthetic task {self.cfg.task!r}; valid: {', '.join(synthetic.TASKS)}")
-        return synthetic.TASKS[self.cfg.task]
-
-    def ensure_synthetic(self) -> None:
-        """Generate the synthetic set if its manifest is missing (or stale: other generator parameters or spec).
-
-        Under the set's lock (``prepare.set_lock``, re-entrant in a process), so concurrent runs on a missing set
-        generate it once and the others wait for it.
-        """
-        if self.cfg.dataset != "synth" or self.cfg.manifest:
-            return
-        with set_lock(self.synth_dir):
-            self._ensure_synthetic_unlocked()
-
-    def _ensure_synthetic_unlocked(self) -> None:
-        request = synth_request(self.cfg)
-        spec = self._task_spec()
-        params = synthetic.render_params(
-            spec, **{k: request[k] for k in ("video_noise", "audio_snr_db", "num_frames", "size", "fps",
-                                             "sample_rate", "clip_seconds")}
-        )
-        wanted = synthetic.generator_info(spec, request["n"], request["seed"], params, request["drop_p"],
-                                          request["val_frac"], request["test_frac"])
-        wanted = json.loads(json.dumps(wanted))  # tuples → lists, as read back from generator.json
-        out = self.synth_dir
-        info_path = out / "generator.json"
-        if self.manifest_path.is_file() and info_path.is_file():
-            have = json.loads(info_path.read_text())
-            if all(have.get(k) == v for k, v in wanted.items() if k not in ("av", "libavcodec")):
-                return
-            log.warning("synthetic set %s was generated by another generator version or spec: regenerating", out)
-        elif self.manifest_path.is_file():
-            return  # a manifest without generator.json: not ours to overwrite
-        log.info("generating the synthetic %s set (%d clips) in %s", request["task"], request["n"], out)
-        synthetic.generate(out=out, workers=self.decode_workers, **request)
+        return set_dir_for(self.cfg)
 
     def _read_manifest(self) -> list[Clip]:
-        if self._clips is None:
-            self.ensure_synthetic()
-            clips, names = read_manifest(self.manifest_path, root=self.media_root, multilabel=self.multilabel)
-            self._clips = assign_splits(clips, float(self.cfg.synth.val_frac), float(self.cfg.synth.test_frac))
-            self._class_names = names
-        return self._clips
+        return self.clips
 
     # ------------------------------------------------------------------------------------------- setup
 
     def prepare_data(self) -> None:
-        self.ensure_synthetic()
+        self.records  # reads the annotations (and generates a synthetic set that is missing)
 
     def preprocess_params(self) -> dict[str, Any]:
         """Everything that changes the decoded tensors: the cache key's input."""
         a = self.cfg.audio
         return {
-            "manifest_sha256": file_hash(self.manifest_path),
-            "media": media_fingerprint(clip.path for clip in self._read_manifest()),
-            "media_root": str(self.media_root.resolve()),
+            "sources_sha256": [file_hash(path) for path in self.records.sources],
+            "media": media_fingerprint(clip.path for clip in self.clips),
+            "media_root": str(data_root(self.cfg).resolve()),
             "decode": self._decode_kwargs(),
             "fbank": {
                 "sample_rate": int(a.sample_rate), "num_mel_bins": int(a.num_mel_bins),
                 "frame_length_ms": float(a.frame_length_ms), "frame_shift_ms": float(a.frame_shift_ms),
                 "target_length": int(a.target_length), "dtype": "float32",
             },
-            "splits": {"val_frac": float(self.cfg.synth.val_frac), "test_frac": float(self.cfg.synth.test_frac),
+            "splits": {"rows": hashlib.sha256(json.dumps([c.split for c in self.clips]).encode()).hexdigest(),
                        "waveform": list(WAVEFORM_SPLITS)},
         }
 
@@ -442,7 +366,7 @@ class AVDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data:
             return
-        clips = self._read_manifest()
+        clips = self.clips
         cache_dir = project_path(self.cfg.cache_dir) if self.cfg.cache_dir else None
         self.cache = SplitCache(cache_dir, self.preprocess_params())
         for split in SPLITS:
@@ -462,6 +386,15 @@ class AVDataModule(L.LightningDataModule):
                 raise MediaError(path, reason)
             self.data[split] = data
         self.skipped = [s for split in SPLITS for s in self.data[split].skipped]
+        for split in SPLITS:
+            if not len(self.data[split]):
+                listed = sum(c.split == split for c in clips)
+                skipped = len(self.data[split].skipped)
+                first = f"; first: {self.data[split].skipped[0][0]}: {self.data[split].skipped[0][1]}" if skipped else ""
+                raise UserError(
+                    f"the {split} split is empty: {skipped} of its {listed} clips were skipped{first}" if listed else
+                    f"the {split} split has no clips (set data.val_frac / data.test_frac, or give the data a "
+                    f"{split} split)", where=str(self.manifest_path))
         if self.cfg.norm_stats == "train":
             self.norm_stats = fit_normalisation(self.data["train"], self.audio_features, self.video_features)
         if self.skipped:
@@ -476,7 +409,7 @@ class AVDataModule(L.LightningDataModule):
 
     def labels(self, split: str) -> Tensor:
         """Labels of the decoded clips of ``split``: int64 (N,) or float32 multi-hot (N, C)."""
-        clips = self._read_manifest()
+        clips = self.clips
         rows = self.data[split].index.tolist()
         if self.multilabel:
             out = torch.zeros(len(rows), self.num_classes, dtype=torch.float32)

@@ -4,7 +4,7 @@ Every synthetic task has a stated unimodal ceiling (reference/synthetic-tasks.md
 alone must not beat it, or the task's known answer can come from a generator bug instead of fusion. So:
 
 - :func:`prepare_cells` (the sweep parent, before it fans out to workers): for each distinct generated set among
-  the configs, generate it if it is missing or stale (``AVDataModule.ensure_synthetic``) and probe it once; one
+  the configs, generate it if it is missing or stale (``datasets.synth.ensure``) and probe it once; one
   line per set. Two processes never write one set at once (a file lock per set, ``<root>/.<set>.lock``).
 - :func:`cached_leak_probe`: :func:`fusionbench.data.leak_probe.leak_probe` of a generated set, cached in
   ``<set>/leak_probe.json``; recomputed when ``generator.json``, ``clips.csv``, the probe's code or ``max_clips``
@@ -18,13 +18,11 @@ The leaderboard (``fusionbench/reports/``) shows the probe per dataset and flags
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +31,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from fusionbench.config import PROJECT_ROOT, dataset_name, project_path
+from fusionbench.data.datasets import synth
+from fusionbench.data.datasets.synth import set_lock  # noqa: F401  (one lock per generated set; re-exported)
 from fusionbench.data.manifest import file_hash
 from fusionbench.data.synthetic import atomic_write_text
 
@@ -40,36 +40,6 @@ PROBE_FILE = "leak_probe.json"
 PROBE_MAX_CLIPS = 3000  # the probe reads the first clips of a larger set (3000 clips: ~20 s on 2 cores)
 METRIC_PREFIX = "data/leak_probe/"
 METRIC_KEYS = ("audio", "video", "ceiling", "chance", "tolerance", "n_test")
-
-
-# ------------------------------------------------------------------------------------------------------ locking
-
-_held: dict[Path, int] = {}  # lock path → depth: re-entrant within a process (a second flock fd would deadlock)
-
-
-@contextmanager
-def set_lock(set_dir: Path) -> Iterator[None]:
-    """Exclusive lock on one generated set (``<root>/.<set>.lock``, next to the folder, which may not exist yet)."""
-    set_dir = Path(set_dir).resolve()
-    path = set_dir.parent / f".{set_dir.name}.lock"
-    if path in _held:
-        _held[path] += 1
-        try:
-            yield
-        finally:
-            _held[path] -= 1
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _held[path] = 1
-        try:
-            yield
-        finally:
-            del _held[path]
-    finally:
-        os.close(fd)  # drops the flock
 
 
 # ------------------------------------------------------------------------------------------------ the probe
@@ -156,7 +126,7 @@ def cached_leak_probe(set_dir: str | Path, *, max_clips: int | None = PROBE_MAX_
 def generated_set_dir(data_cfg: DictConfig) -> Path | None:
     """The folder of the generated synthetic set a data config trains on; None for anything else.
 
-    ``dataset=synth`` without ``manifest``: the datamodule's ``synth_dir`` (generated on first use). With a
+    ``dataset=synth`` without ``manifest``: ``datasets.synth.set_dir_for`` (generated on first use). With a
     ``manifest``: its folder if that holds a ``generator.json`` (a set written by ``fusionbench data synth``).
     """
     if data_cfg.dataset != "synth":
@@ -164,9 +134,7 @@ def generated_set_dir(data_cfg: DictConfig) -> Path | None:
     if data_cfg.manifest:
         path = project_path(str(data_cfg.manifest))
         return path.parent if path.is_file() and (path.parent / "generator.json").is_file() else None
-    from fusionbench.data.datamodule import AVDataModule  # torch + Lightning: only when there is a set to make
-
-    return AVDataModule(data_cfg).synth_dir
+    return synth.set_dir_for(data_cfg)
 
 
 def _shown(path: Path) -> str:
@@ -225,11 +193,9 @@ def prepare_dataset(cfg: DictConfig, *, workers: int | None = None, probe: bool 
     with set_lock(set_dir):
         generated, start = False, time.perf_counter()
         if not data.manifest:
-            from fusionbench.data.datamodule import AVDataModule
-
             manifest = set_dir / "clips.csv"
             before = manifest.stat().st_mtime_ns if manifest.is_file() else None
-            AVDataModule(data, decode_workers=workers).prepare_data()
+            synth.ensure(set_dir, synth.synth_request(data), workers)
             generated = manifest.is_file() and manifest.stat().st_mtime_ns != before
         seconds = time.perf_counter() - start
         try:

@@ -110,4 +110,4 @@ def read(
             clips.append(Clip(path, tuple(sorted(labels)), split, start_s, end_s, extras))
         if n_rows == 0:
             raise error("no segments", csv_path)
-    return finish(clips, class_names, True, report, [p for _, p in files] + [class_path])
+    return finish(clips, class_names, True, report, [p for _, p in files] + [class_path], explicit_classes=True)

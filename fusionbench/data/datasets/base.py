@@ -56,6 +56,8 @@ class DatasetRecords:
     multilabel: bool
     report: list[ReportRow] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)  # every annotation / class file read (for the run's identity)
+    explicit_classes: bool = False  # the class names come from a class file (a class unseen in train: a warning)
+    fixed_splits: bool = False  # every clip's split is final (no split is carved from train: the synthetic sets)
 
     def counts(self) -> Counter[str]:
         """Report rows per status, e.g. ``{"missing": 3, "warning": 1}``."""
@@ -133,14 +135,19 @@ def media_path(root: Path, relative: str, where_: str) -> Path:
     norm = os.path.normpath(rel)
     if norm == ".." or norm.startswith("../") or norm == ".":
         raise UserError(f"media path {relative!r} escapes the root ('..' refused)", where=where_)
-    suffix = os.path.splitext(norm)[1].lower()
+    media_suffix_check(norm, where_, relative)
+    return root / norm
+
+
+def media_suffix_check(path: str, where_: str, shown: str | None = None) -> None:
+    """Only media containers (``MEDIA_SUFFIXES``) are opened: never playlists or concat lists naming other files."""
+    suffix = os.path.splitext(path)[1].lower()
     if suffix not in MEDIA_SUFFIXES:
         raise UserError(
-            f"{relative!r} is not a media file (suffix {suffix or 'none'!r}; playlists and references to other "
+            f"{shown or path!r} is not a media file (suffix {suffix or 'none'!r}; playlists and references to other "
             f"files are not followed; accepted: {', '.join(sorted(MEDIA_SUFFIXES))})",
             where=where_,
         )
-    return root / norm
 
 
 def format_template(template: str, fields: Mapping[str, Any], where_: str) -> str:
@@ -225,7 +232,8 @@ def missing_row(path: Path, where_: str, split: str | None, label: str) -> Repor
 
 
 def finish(
-    clips: list[Clip], class_names: list[str], multilabel: bool, report: list[ReportRow], sources: list[Path]
+    clips: list[Clip], class_names: list[str], multilabel: bool, report: list[ReportRow], sources: list[Path],
+    explicit_classes: bool = False,
 ) -> DatasetRecords:
     """The records, or a ``UserError`` when no clip remains (every file missing or every row left out)."""
     if not clips:
@@ -236,4 +244,4 @@ def finish(
             f"no clips remain ({counts.get('missing', 0)} missing, {counts.get('skipped', 0)} skipped){hint}",
             where=", ".join(str(p) for p in sources),
         )
-    return DatasetRecords(clips, class_names, multilabel, report, sources)
+    return DatasetRecords(clips, class_names, multilabel, report, sources, explicit_classes)

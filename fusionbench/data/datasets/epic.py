@@ -134,7 +134,7 @@ def read(
             if key in row:
                 extras[key] = row[key]
         clips.append(Clip(path, (label,), split, start, stop, extras))
-    return finish(clips, class_names, False, report, sources)
+    return finish(clips, class_names, False, report, sources, explicit_classes=target != "action")
 
 
 def _class_names(

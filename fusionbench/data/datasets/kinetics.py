@@ -170,7 +170,7 @@ def read(
     if left_out:
         report.append(ReportRow("warning", f"{left_out} rows of classes outside the class list left out",
                                 ", ".join(str(p) for _, p in files)))
-    return finish(clips, class_names, False, report, sources)
+    return finish(clips, class_names, False, report, sources, explicit_classes=bool(class_list))
 
 
 def read_sounds(
