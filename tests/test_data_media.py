@@ -69,21 +69,24 @@ def test_synthetic_clip_decodes_to_its_factors(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "num_frames, start_s, clip_seconds, expected",
+    "num_frames, start_s, clip_seconds, expected, padded",
     [
-        (16, 0.0, 2.0, list(range(16))),
-        (8, 0.0, 2.0, [1, 3, 5, 7, 9, 11, 13, 15]),  # segment centres fall on odd frames
-        (4, 0.0, 2.0, [2, 6, 10, 14]),
-        (4, 1.0, 1.0, [9, 11, 13, 15]),  # a window inside the clip
-        (4, 1.5, 1.0, [13, 15, 15, 15]),  # a window past the end holds the last frame
+        (16, 0.0, 2.0, list(range(16)), 0),
+        (8, 0.0, 2.0, [1, 3, 5, 7, 9, 11, 13, 15], 0),  # segment centres fall on odd frames
+        (4, 0.0, 2.0, [2, 6, 10, 14], 0),
+        (4, 1.0, 1.0, [9, 11, 13, 15], 0),  # a window inside the clip
+        (4, 1.5, 1.0, [13, 15, 15, 15], 2),  # a window past the end holds the last frame, and counts it
     ],
 )
-def test_uniform_frame_sampling(write_mp4, tmp_path: Path, num_frames, start_s, clip_seconds, expected) -> None:
+def test_uniform_frame_sampling(write_mp4, tmp_path: Path, num_frames, start_s, clip_seconds, expected,
+                                padded) -> None:
     path = write_mp4(tmp_path / "n.mp4", _numbered_frames(), _tone())
     clip = decode_clip(path, num_frames=num_frames, size=32, sample_rate=16000, clip_seconds=clip_seconds,
                        start_s=start_s)
     assert _frame_index(clip.frames) == expected
     assert clip.waveform.shape == (round(16000 * clip_seconds),)
+    assert clip.padded_frames == padded
+    assert (clip.padded_audio_s > 0.4) == (padded > 0)  # 0.5 s of the last window's audio is past the end
 
 
 def test_sample_times_are_segment_centres() -> None:

@@ -131,6 +131,9 @@ def test_container_codec_matrix(tmp_path: Path, ext, fmt, vcodecs, acodec, rate,
     inner = clip.waveform[1600:-1600]  # codec delay and the resampler's edges stay out of the level check
     assert abs(rms(inner) / RMS - 1) < 0.05  # one channel's level, whatever the layout (the down-mix rule)
     assert clip.padded_frames == 0 and clip.decode_errors == 0 and not clip.padded
+    later = decode(path, num_frames=8, clip_seconds=1.0, start_s=1.0)  # a seek into the clip
+    assert np.abs(later.frames.reshape(8, -1).mean(1) - shown(sample_times(8, 1.0, 1.0), fps)).max() < 6
+    assert abs(rms(later.waveform[1600:-1600]) / RMS - 1) < 0.05 and not later.padded
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
@@ -176,6 +179,16 @@ def test_vfr_frames_are_sampled_by_timestamp(tmp_path: Path) -> None:
     assert on_screen == [1, 4, 4, 5, 5, 7, 7, 8]  # by time, not by index (an index rule would give 0, 1, 2, …)
     assert np.abs(clip.frames.reshape(8, -1).mean(1) - np.take(levels, on_screen)).max() < 4
     assert clip.padded_frames == 0
+
+
+def test_video_that_starts_late_holds_its_first_frame_counted(tmp_path: Path) -> None:
+    pts = [600 + 125 * i for i in range(12)]  # the video starts 0.6 s after the audio
+    levels = [16 + 18 * i for i in range(12)]
+    path = write(tmp_path / "late.mkv", "matroska", "libx264", "flac", pts_ms=pts, levels=levels)
+    clip = decode(path, num_frames=8)
+    assert clip.padded_frames == 2  # 0.125 s and 0.375 s are before the first frame …
+    assert np.abs(clip.frames[:3].reshape(3, -1).mean(1) - levels[0]).max() < 4  # … which they show
+    assert not clip.padded_audio_s
 
 
 def test_a_window_inside_a_longer_clip_starts_at_start_s(tmp_path: Path) -> None:
