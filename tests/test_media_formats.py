@@ -148,6 +148,17 @@ def test_sample_rates_resampled_to_the_config_rate(tmp_path: Path, rate: int) ->
         assert np.abs(wave[target : target + 200] - AMP * np.sin(2 * np.pi * HZ * t)).max() < 0.02
 
 
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_audio_after_a_seek_is_on_the_output_grid(tmp_path: Path, rate: int) -> None:
+    """Sample k of the window is the source at start_s + k / 16000 for any start_s (to the source grid)."""
+    path = write(tmp_path / "s.mov", "mov", "mpeg4", "pcm_s16le", seconds=3.0, rate=rate)  # mkv: ms timestamps
+    for start in (0.3 + 7 / rate, 1.0 + 13 / rate):
+        wave = decode(path, clip_seconds=1.0, num_frames=4, start_s=start).waveform
+        want = AMP * np.sin(2 * np.pi * HZ * (start + np.arange(16000) / 16000))
+        # exact on 48 kHz; within half a 44.1 kHz sample (≤ 0.0094 here); half a 16 kHz sample off would be 0.026
+        assert np.abs(wave - want)[50:-50].max() < (0.004 if rate == 48000 else 0.011), start
+
+
 # --- 2. down-mix: the mean of the channels ------------------------------------------------------------------------
 @pytest.mark.parametrize("layout, channels", [("stereo", 2), ("5.1", 6)])
 @pytest.mark.parametrize("fmt, ext, acodec", [("matroska", "mkv", "flac"), ("mov", "mov", "pcm_s16le")])

@@ -370,6 +370,15 @@ class _VideoWindow:
         return np.stack([rgb[id(f)] for f in self.chosen]), padded  # (T, size, size, 3)
 
 
+def _on_grid(lead_s: float, source_rate: int, rate: int) -> int:
+    """Source samples to drop from audio that begins ``lead_s`` before the window so that it begins a whole number
+    of output samples before it: then no output sample is shifted by a fraction of a sample (up to 31 µs at 16 kHz),
+    whatever the seek point. Exact when ``lead_s`` is on the source grid and ``source_rate`` is a multiple of ``rate``;
+    otherwise within half a source sample."""
+    whole = math.floor(lead_s * rate + 1e-9) / rate  # the output-grid time at or after the audio's first sample
+    return max(0, round((lead_s - whole) * source_rate))
+
+
 class _AudioWindow:
     """Decoded audio from just before the window to its end, down-mixed (channel mean) and resampled."""
 
@@ -396,6 +405,9 @@ class _AudioWindow:
                 continue  # warm-up only
             mono = to_mono(frame)  # (n,)
             if self.audio_t0 is None:
+                if t is not None and t < self.start_s:  # start on the output grid of start_s (see _on_grid)
+                    skip = _on_grid(self.start_s - t, frame.sample_rate, self.rate)
+                    mono, t = mono[skip:], t + skip / frame.sample_rate
                 self.audio_t0 = self.next_t = t if t is not None else self.start_s
             elif t is not None:  # keep every sample at its timestamp: a lost packet leaves a gap, not a shift
                 gap = round((t - self.next_t) * frame.sample_rate)
