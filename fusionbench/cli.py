@@ -28,6 +28,27 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    """Probe every clip of the configured dataset (no decoding, no training, no MLflow run) → ``data_report.csv``."""
+    from fusionbench.data.report import check_data, summarise, write_report
+
+    cfg = load_config(args.overrides, args.experiment)
+    frame, warnings = check_data(cfg.data, workers=args.workers)
+    path = write_report(frame, args.out)
+    for warning in warnings:
+        print(f"warning: {warning}")
+    print(summarise(frame))
+    print(f"wrote {path}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -132,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--drop-p", type=float, default=None, help="probability one modality is pure noise")
     synth.add_argument("--workers", type=int, default=2)
     synth.set_defaults(func=_cmd_data)
+    check = data_sub.add_parser("check", help="probe every clip (headers only, no decoding) and write "
+                                "DIR/data_report.csv (path, split, label, status, reason); trains nothing")
+    check.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
+    check.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.dataset=clips data.root=...")
+    check.add_argument("--out", required=True, help="output folder (data_report.csv)")
+    check.add_argument("--workers", type=_positive_int, default=2, help="probing processes")
+    check.set_defaults(func=_cmd_data_check)
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
