@@ -214,9 +214,8 @@ def test_a_window_inside_a_longer_clip_starts_at_start_s(tmp_path: Path) -> None
 
 
 def test_skipped_preroll_frames_never_change_the_output(tmp_path: Path, monkeypatch) -> None:
-    """Long-GOP H.264 with B-frames: the pre-roll skips non-reference frames; the frames must equal a full decode.
-
-    With the skip margin at 0 the skipped frames reach the window: the check must notice and decode again.
+    """Long-GOP H.264 with B-frames: non-reference frames off the targets are skipped; the frames must equal a full
+    decode. With the margin at 0 the guess is wrong for most targets: the check must notice and decode again.
     """
     rng = np.random.default_rng(0)
     tex = rng.integers(40, 200, (H, W + 2 * 48, 3), dtype=np.uint8)
@@ -233,8 +232,8 @@ def test_skipped_preroll_frames_never_change_the_output(tmp_path: Path, monkeypa
         decoded = list(c.decode(video=0))
         every = [(f.time, media._to_rgb(f, 32)) for f in decoded]
     assert sum(int(f.pict_type) == int(av.video.frame.PictureType.B) for f in decoded) > 10 and sum(f.key_frame for f in decoded) == 1
-    for margin in (media.SKIP_NONREF_BEFORE_S, 0.0):
-        monkeypatch.setattr(media, "SKIP_NONREF_BEFORE_S", margin)
+    for margin in (media.SHOW_MARGIN_FRAMES, 0.0):
+        monkeypatch.setattr(media, "SHOW_MARGIN_FRAMES", margin)
         for start in (2.9, 4.0):
             clip = decode(path, num_frames=8, start_s=start, allow_missing_audio=True)
             want = [[rgb for t, rgb in every if t <= target + 1e-6][-1] for target in sample_times(8, 2.0, start)]

@@ -18,9 +18,11 @@ Rules (fusionbench's own where the papers differ):
   channel keeps its level; one on a single channel of C comes out at 1/C of its amplitude. The mono signal is then
   resampled to ``sample_rate`` by ``av.AudioResampler`` and trimmed/zero-padded to exactly
   ``S = round(sample_rate · clip_seconds)`` samples (AAC decodes to whole 1024-sample frames).
-- **Speed.** Only the window is decoded: seek to the keyframe before ``start_s``; during the pre-roll the decoder
-  skips frames no other frame references (checked afterwards; decoded again without skipping if it mattered);
-  stop after the last sampled frame and the window's audio; only the T sampled frames are converted to RGB.
+- **Speed.** Only the window is decoded: seek to the keyframe before ``start_s``, stop after the last sampled frame
+  and the window's audio, convert only the T sampled frames to RGB. H.264/HEVC decoders also skip the frames that
+  no other frame references and that are not on screen at a target (before and inside the window); the choice is
+  checked against the timestamps of every packet afterwards and the window decoded again without skipping if a
+  skipped frame was needed (variable frame rates), so the frames are always those of a full decode.
 - **Errors.** An isolated packet that fails to demux or decode (an MPEG-PS audio packet cut by a seek) is skipped
   and counted in ``decode_errors``; the clip fails only when the window cannot be filled: no decodable video
   frame, audio packets that all fail, or more than ``MAX_ERROR_FRACTION`` of the packets read failing. Every
@@ -45,8 +47,8 @@ from fusionbench.errors import UserError
 
 MAX_ERROR_FRACTION = 0.25  # more failed packets than this share of those read: the clip is corrupt, not glitched
 MIN_TOLERATED_ERRORS = 16  # … but this many isolated failures are always tolerated (short windows read few packets)
-SKIP_NONREF_BEFORE_S = 0.5  # pre-roll packets this far before the first target may skip non-reference frames
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc"})  # decoders that honour skip_frame per frame (libdav1d does not)
+SHOW_MARGIN_FRAMES = 1.5  # a frame this many frame intervals before a target may be on screen at it: never skipped
 SEEK_MARGIN_S = 0.25  # seek this far before the window when there is audio: its packets may sit before the keyframe's
 PAD_TOLERANCE_S = 0.01  # audio gaps shorter than this (timestamp rounding) do not make a clip "padded"
 AUDIO_PREROLL_S = 0.5  # audio packets ending this far before the window are not decoded (decoder warm-up margin)
@@ -310,21 +312,24 @@ class _VideoWindow:
         self.chosen: list[av.VideoFrame | None] = [None] * len(targets)
         self.next, self.last, self.first = 0, None, None
         self.last_t = -math.inf
-        self.skip_allowed = skip_nonref and stream.codec_context.name in SKIP_NONREF_CODECS
-        self.skipping = False
-        self.skipped_upto = -math.inf  # latest pts (s) sent while the decoder skipped non-reference frames
         rate = stream.average_rate or stream.guessed_rate
         self.frame_s = float(1 / rate) if rate else 0.0
+        self.skip_allowed = skip_nonref and self.frame_s > 0 and stream.codec_context.name in SKIP_NONREF_CODECS
+        self.skipping = self.skipped_any = False
+        self.sent: list[float] = []  # the timestamp of every packet sent to the decoder, skipped or not
         self.done = False
 
     def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
-        t_packet = packet.pts * packet.time_base - self.t0 if packet.pts is not None else None
-        skip = self.skip_allowed and t_packet is not None and t_packet < self.targets[0] - SKIP_NONREF_BEFORE_S
-        if skip != self.skipping:
+        t_packet = float(packet.pts * packet.time_base) - self.t0 if packet.pts is not None else None
+        if t_packet is None:
+            self.skip_allowed = False  # nothing to decide (or verify) by: decode every frame from here on
+        else:
+            self.sent.append(t_packet)
+        skip = self.skip_allowed and not self._may_show(t_packet)
+        if skip != self.skipping:  # the decoder drops non-reference frames (cheap) while this is on
             self.stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
             self.skipping = skip
-        if skip:
-            self.skipped_upto = max(self.skipped_upto, float(t_packet))
+        self.skipped_any |= skip
         for frame in _decode_packet(packet, errors):
             self._take(frame)
             if self.done:
@@ -346,15 +351,24 @@ class _VideoWindow:
         dur = float(self.last.duration * self.last.time_base) if self.last.duration and self.last.time_base else 0.0
         return self.last_t + (dur or self.frame_s)
 
-    def verified(self) -> bool:
-        """False if a frame skipped in the pre-roll could have been the one on screen at a target."""
-        if self.skipped_upto == -math.inf:
-            return True
-        return self._chosen_time(0) >= self.skipped_upto - self.EPS
+    def _may_show(self, t: float) -> bool:
+        """Whether the frame at t could be on screen at a target, guessing that the next frame follows within
+        ``SHOW_MARGIN_FRAMES`` intervals (``verified`` checks the guess)."""
+        i = int(np.searchsorted(self.targets, t - self.EPS))  # the first target at or after t
+        return i < len(self.targets) and self.targets[i] < t + SHOW_MARGIN_FRAMES * self.frame_s
 
-    def _chosen_time(self, i: int) -> float:
-        frame = self.chosen[i]
-        return (frame.time - self.t0) if frame is not None and frame.time is not None else self.last_t
+    def verified(self) -> bool:
+        """Whether each chosen frame is the one on screen by the timestamps of all packets sent, skipped or not."""
+        if not self.skipped_any:
+            return True
+        sent = np.sort(np.asarray(self.sent))  # (P,)
+        for target, frame in zip(self.targets, self.chosen):
+            frame = frame if frame is not None else self.last  # past the end: the last frame is held
+            i = int(np.searchsorted(sent, target + self.EPS)) - 1  # the latest packet at or before the target
+            want = sent[max(i, 0)]  # none before it: the first frame
+            if frame.time is None or abs(frame.time - self.t0 - want) > 1e-4:
+                return False
+        return True
 
     def frames(self, size: int) -> tuple[np.ndarray, int]:
         """(T, size, size, 3) uint8 and how many targets lie outside the decoded video (first/last frame repeated)."""
