@@ -170,3 +170,10 @@ def test_absolute_paths_where_the_config_allows_them(tmp_path: Path) -> None:
     assert [c.path for c in clips] == [Path("/abs/clip.mp4"), tmp_path / "sub" / "b.mp4"]
     with pytest.raises(UserError, match="is not a media file"):
         _records(tmp_path, "path,label\n/abs/list.m3u8,cat\n", options={"allow_absolute": True})
+
+
+def test_a_clips_csv_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "clips.csv").write_bytes(b"path,label,split\na.mp4,cat,train\nb.mp4,caf\xe9,train\n")
+    with pytest.raises(UserError, match=r"not UTF-8 .*") as info:
+        AVDataModule(_clips_cfg(tmp_path)).clips
+    assert "clips.csv, line 3" in str(info.value)

@@ -160,3 +160,27 @@ def test_train_runs_through_the_vggsound_reader(vggsound_root: Path, tmp_path: P
     splits = [c.split for c in dm.clips]
     assert splits.count("test") == 6 and splits.count("val") > 0  # val carved from train per YouTube id
     assert any("no val split" in r.reason for r in dm.records.report)
+
+
+def test_reader_options_reach_the_reader(vggsound_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "classes.txt").write_text("heart sounds, heartbeat\ndog barking\ncat purring\n")
+    cfg = load_config(["data=vggsound", f"data.root={vggsound_root}",
+                       f"data.options.class_list={tmp_path / 'classes.txt'}"])
+    records = records_for(cfg.data)
+    assert records.class_names == ["heart sounds, heartbeat", "dog barking", "cat purring"]  # the list's order
+    assert records.explicit_classes and tmp_path / "classes.txt" in records.sources
+    assert any("'cat purring' of the class list matches no label" in r.reason for r in records.report)
+
+
+def test_a_media_file_rewritten_changes_the_fingerprint(tmp_path: Path) -> None:
+    (tmp_path / "clips.csv").write_text("path,label,split\na.mp4,cat,train\nb.mp4,cat,test\nc.mp4,cat,val\n")
+    (tmp_path / "a.mp4").write_bytes(b"x" * 10)
+    cfg = load_config(["data=clips", f"data.root={tmp_path}"])
+    before = data_fingerprint(cfg.data)
+    assert data_fingerprint(cfg.data) == before  # cached, and stable
+    (tmp_path / "a.mp4").write_bytes(b"y" * 11)
+    records_before = before
+    from fusionbench.data import fingerprint
+
+    fingerprint._cache.clear()  # a new process (the cache re-uses a result while the annotations are unchanged)
+    assert data_fingerprint(cfg.data) != records_before

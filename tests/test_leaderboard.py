@@ -197,11 +197,11 @@ def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
             tags={"fb.leak_probe": "unavailable", "fb.leak_probe.error": "No module named 'sklearn'"})
     # a real (non-synthetic) dataset has no stated ceiling: no probe line
     log_run(store, "late", 0, {"test/av/top1": 0.5, **cost(1.0)}, experiment=exp,
-            data={"dataset": "clips", "root": str(tmp_path / "vggsound")})
+            data={"dataset": "vggsound", "root": str(tmp_path / "vggsound")})  # named vggsound-<root folder>
     paths = leaderboard.write_leaderboard(store, exp, tmp_path / "out")
     md = paths["markdown"].read_text()
     sections = {part.split("\n", 1)[0]: part for part in md.split("\n## ")[1:]}
-    assert set(sections) == {"synth-joint", "synth-sync", "synth-modsum", "vggsound", "Notes"}
+    assert set(sections) == {"synth-joint", "synth-sync", "synth-modsum", "vggsound-vggsound", "Notes"}
 
     joint = sections["synth-joint"]
     assert "| joint | 2 | 24.8 % | 26.2 % | 25.0 % (+5.0) | ok |" in joint.splitlines()
@@ -217,7 +217,7 @@ def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
 
     modsum = sections["synth-modsum"]
     assert "Leak probe: not recorded by these runs (unavailable: No module named 'sklearn')" in modsum
-    assert "Leak probe" not in sections["vggsound"]
+    assert "Leak probe" not in sections["vggsound-vggsound"]
 
     # each synthetic task states its known answer above its table; the stretch task is flagged, the others are not
     for name, section in sections.items():
@@ -233,7 +233,7 @@ def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
     assert list(runs.columns[: len(leaderboard.RUN_KEYS)]) == leaderboard.RUN_KEYS
     flags = runs.groupby("dataset")["leak_probe_leak"].agg(set)
     assert flags.to_dict() == {"synth-joint": {"none"}, "synth-sync": {"audio"}, "synth-modsum": {""},
-                               "vggsound": {""}}
+                               "vggsound-vggsound": {""}}
     board_csv = pd.read_csv(paths["leaderboard"])
     assert list(board_csv.columns) == leaderboard.LEADERBOARD_COLUMNS
     sync_row = board_csv[board_csv["dataset"] == "synth-sync"].iloc[0]

@@ -280,7 +280,7 @@ class AVDataModule(L.LightningDataModule):
         self._corrupted: dict[tuple[str, str], DecodedSplit] = {}  # (split, condition name) → corrupted split
         self.norm_stats: dict[str, float] = {}  # the statistics fitted by norm_stats="train" (set up by setup())
 
-    # ------------------------------------------------------------------------------------------- geometry
+    # ------------------------------------------------------------------------------------------- records
 
     @functools.cached_property
     def records(self) -> DatasetRecords:
@@ -299,6 +299,8 @@ class AVDataModule(L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         return list(self.records.class_names)
+
+    # ------------------------------------------------------------------------------------------- geometry
 
     @property
     def num_classes(self) -> int:
@@ -367,6 +369,10 @@ class AVDataModule(L.LightningDataModule):
         if self.data:
             return
         clips = self.clips
+        if self.records.report:  # what the reader and the integrity rules left out or flagged
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(self.records.counts().items()))
+            first = "; ".join(f"{r.where}: {r.reason}" for r in self.records.report[:2])
+            log.warning("data report: %s (%d clips kept). First: %s", counts, len(clips), first)
         cache_dir = project_path(self.cfg.cache_dir) if self.cfg.cache_dir else None
         self.cache = SplitCache(cache_dir, self.preprocess_params())
         for split in SPLITS:
