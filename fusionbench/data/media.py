@@ -153,7 +153,7 @@ def decode_clip(
             clip, verified = _decode(container, *args, skip_nonref=True)
         if verified:
             return clip
-        with av.open(str(path)) as container:  # a skipped pre-roll frame may have been on screen: decode it all
+        with av.open(str(path)) as container:  # a skipped frame was on screen at a target: decode every frame
             return _decode(container, *args, skip_nonref=False)[0]
     except MediaError:
         raise
@@ -216,7 +216,7 @@ def _packets(container: av.container.InputContainer, streams: list, errors: _Err
     while True:
         try:
             for packet in container.demux(*streams):
-                errors.read += packet.size > 0  # not the empty packet that flushes a decoder at the end
+                errors.read += int(packet.size > 0)  # not the empty packet that flushes a decoder at the end
                 yield packet
             return
         except av.EOFError:
@@ -239,8 +239,8 @@ def _decode_packet(packet: av.Packet, errors: _ErrorCounter) -> list:
 def _decode(
     container: av.container.InputContainer, path: Path, num_frames: int, size: int, sample_rate: int,
     clip_seconds: float, start_s: float, allow_missing_audio: bool, allow_missing_video: bool, skip_nonref: bool,
-) -> tuple[DecodedClip, bool]:
-    """One pass over the window → (clip, verified): ``verified`` is False if a skipped frame may have been needed."""
+) -> tuple[DecodedClip | None, bool]:
+    """One pass over the window → (clip, True), or (None, False) if a skipped frame was needed after all."""
     vstream = container.streams.video[0] if container.streams.video else None
     astream = container.streams.audio[0] if container.streams.audio else None
     if vstream is None and not allow_missing_video:
@@ -281,14 +281,17 @@ def _decode(
         if start_s >= video_end:  # the container's duration said otherwise: a truncated file, or one that lies
             raise MediaError(path, f"window starts at {_seconds(start_s)} s, after the end of the decodable video "
                                    f"({_seconds(video_end)} s)")
+        if not video.verified():
+            return None, False  # the caller decodes again without skipping
         frames, padded_frames = video.frames(size)  # (T, size, size, 3)
-        verified = video.verified()
     else:
-        frames, padded_frames, verified = np.zeros((num_frames, size, size, 3), np.uint8), 0, True
+        frames, padded_frames = np.zeros((num_frames, size, size, 3), np.uint8), 0
 
     if audio is not None:
         if audio.decoded == 0 and errors.failed:
             raise MediaError(path, f"no decodable audio in the window ({errors.failed} packets failed)")
+        if video is None and audio.audio_t0 is None:  # audio only, and none of it reaches the window
+            raise MediaError(path, f"window starts at {_seconds(start_s)} s, after the end of the audio")
         waveform, valid = audio.waveform(n)  # (S,)
         padded_audio_s = (n - valid) / sample_rate
     else:
@@ -298,7 +301,7 @@ def _decode(
         padded_frames=padded_frames, padded_audio_s=float(padded_audio_s), decode_errors=errors.failed,
         duration_s=duration,
     )
-    return clip, verified
+    return clip, True
 
 
 class _VideoWindow:
