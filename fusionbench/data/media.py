@@ -32,6 +32,7 @@ Rules (fusionbench's own where the papers differ):
 """
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import threading
@@ -320,10 +321,12 @@ class _VideoWindow:
         self.skip_allowed = skip_nonref and self.frame_s > 0 and stream.codec_context.name in SKIP_NONREF_CODECS
         self.skipping = self.skipped_any = False
         self.sent: list[float] = []  # the timestamp of every packet sent to the decoder, skipped or not
+        self.tb = float(stream.time_base) if stream.time_base else 0.0
+        self.target_list = targets.tolist()
         self.done = False
 
     def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
-        t_packet = float(packet.pts * packet.time_base) - self.t0 if packet.pts is not None else None
+        t_packet = packet.pts * self.tb - self.t0 if packet.pts is not None else None
         if t_packet is None:
             self.skip_allowed = False  # nothing to decide (or verify) by: decode every frame from here on
         else:
@@ -357,8 +360,8 @@ class _VideoWindow:
     def _may_show(self, t: float) -> bool:
         """Whether the frame at t could be on screen at a target, guessing that the next frame follows within
         ``SHOW_MARGIN_FRAMES`` intervals (``verified`` checks the guess)."""
-        i = int(np.searchsorted(self.targets, t - self.EPS))  # the first target at or after t
-        return i < len(self.targets) and self.targets[i] < t + SHOW_MARGIN_FRAMES * self.frame_s
+        i = bisect.bisect_left(self.target_list, t - self.EPS)  # the first target at or after t
+        return i < len(self.target_list) and self.target_list[i] < t + SHOW_MARGIN_FRAMES * self.frame_s
 
     def verified(self) -> bool:
         """Whether each chosen frame is the one on screen by the timestamps of all packets sent, skipped or not."""
@@ -402,6 +405,7 @@ class _AudioWindow:
     def __init__(self, stream: av.audio.stream.AudioStream, t0: float, start_s: float, end_s: float,
                  sample_rate: int) -> None:
         self.t0, self.start_s, self.end_s, self.rate = t0, start_s, end_s, sample_rate
+        self.tb = float(stream.time_base) if stream.time_base else 0.0
         self.resampler: av.AudioResampler | None = None
         self.chunks: list[np.ndarray] = []
         self.audio_t0: float | None = None  # time of the first sample kept
@@ -412,7 +416,7 @@ class _AudioWindow:
 
     def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
         if packet.pts is not None and packet.duration:
-            packet_end = float((packet.pts + packet.duration) * packet.time_base) - self.t0
+            packet_end = (packet.pts + packet.duration) * self.tb - self.t0
             if packet_end < self.start_s - AUDIO_PREROLL_S:  # long before the window: not even decoded
                 return
         for frame in _decode_packet(packet, errors):
