@@ -294,6 +294,35 @@ def test_a_stream_without_header_duration_takes_the_container_s(tmp_path: Path) 
     assert probe.video is None and probe.audio == pytest.approx((0.0, 1.5), abs=0.1)
 
 
+@pytest.mark.parametrize("name, start_s, status", [
+    ("ok.mp4", 0.0, "ok"), ("short.mp4", 0.0, "padded"), ("no_audio.mp4", 0.0, "audio_missing"),
+    ("audio_only.mp4", 0.0, "video_missing"), ("late.mp4", 1500.0, "skipped"), ("corrupt.mp4", 0.0, "skipped"),
+    ("missing.mp4", 0.0, "skipped"), ("ok.mp4", 0.5, "padded"),
+])
+def test_probing_and_decoding_agree(clips_root: Path, name: str, start_s: float, status: str) -> None:
+    """The status a probe predicts is the one decoding the window finds (a training run's report: decoded_status)."""
+    path = clips_root / name
+    try:
+        decoded = decode_clip(path, num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0, start_s=start_s,
+                              allow_missing_audio=True, allow_missing_video=True)
+    except MediaError as exc:
+        decoded = exc
+    probed = report.clip_status(report.probe_file(path), start_s, 2.0)
+    assert probed[0] == report.decoded_status(decoded)[0] == status, (probed, report.decoded_status(decoded))
+
+
+def test_decoded_status_reasons(clips_root: Path) -> None:
+    kwargs = dict(num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0, allow_missing_audio=True)
+    assert report.decoded_status(decode_clip(clips_root / "ok.mp4", **kwargs)) == ("ok", "")
+    assert report.decoded_status(decode_clip(clips_root / "short.mp4", **kwargs)) == (
+        "padded", "padded: 8 of 16 frames and 0.98 s of audio")  # AAC decodes whole 1024-sample frames: 1.024 s
+    assert report.decoded_status(decode_clip(clips_root / "no_audio.mp4", **kwargs)) == (
+        "audio_missing", "no audio stream")
+    with pytest.raises(MediaError) as exc:
+        decode_clip(clips_root / "late.mp4", start_s=1500.0, **kwargs)
+    assert report.decoded_status(exc.value) == ("skipped", exc.value.reason)
+
+
 # ------------------------------------------------------------------------------------------- the frame and counts
 
 

@@ -16,11 +16,12 @@ Statuses, in the order a clip is tested against them (the first that holds; fusi
   before a late start); the reason gives the padding in seconds per stream.
 - ``ok``: everything else.
 
-The window is the one the datamodule decodes: ``clip_seconds`` from ``datamodule.window_start(clip)``, in seconds from
-the file's first timestamp (as ``media.decode_clip`` counts them). A stream's span is its start + duration from the header for
-containers with an index (``INDEXED_FORMATS``: mp4/mov, mkv/webm, avi, wav, flac, ogg); for any other (MPEG-PS/TS,
-mp3, raw streams), whose headers only estimate durations, or a header without one, the packets are demuxed (read,
-never decoded) for their first and last timestamps.
+The window is the one the datamodule decodes: ``clip_seconds`` from ``datamodule.window_start(clip)``, in seconds
+from the file's first timestamp (as ``media.decode_clip`` counts them). A stream's span is its start + duration from
+the header for containers with an index (``INDEXED_FORMATS``: mp4/mov, mkv/webm, avi, wav, flac, ogg), opened with
+``HEADER_ONLY`` probing so that FFmpeg decodes no frame either; any other (MPEG-PS/TS, mp3, raw streams), whose
+headers only estimate durations, or a header without one, is demuxed (its packets read, never decoded) for the first
+and last timestamps. ``decoded_status`` gives the same statuses from a decoded window (a training run's report).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from omegaconf import DictConfig
 
 from fusionbench.data.datasets.base import DatasetRecords
 from fusionbench.data.manifest import Clip
+from fusionbench.data.media import DecodedClip, MediaError
 from fusionbench.data.synthetic import GenerationProgress
 
 COLUMNS = ("path", "split", "label", "status", "reason")
@@ -203,6 +205,26 @@ def clip_status(probe: Probe, start_s: float, clip_seconds: float) -> tuple[str,
     if padding:
         return "padded", padding
     return "ok", ""
+
+
+def decoded_status(result: DecodedClip | MediaError) -> tuple[str, str]:
+    """(status, reason) of a window a training run decoded (``media.decode_clip``'s result, or its ``MediaError``),
+    with the statuses probing gives: a run that decodes anyway reports what decoding found, in the same report."""
+    if isinstance(result, MediaError):
+        return "skipped", result.reason
+    pads = []
+    if result.padded_frames:
+        pads.append(f"{result.padded_frames} of {len(result.frames)} frames")
+    if result.padded_audio_s >= PAD_TOLERANCE_S:
+        pads.append(f"{result.padded_audio_s:.2f} s of audio")
+    notes = [f"padded: {' and '.join(pads)}"] if pads else []
+    if result.decode_errors:
+        notes.append(f"{result.decode_errors} packet(s) failed to decode and were skipped")
+    for present, kind, status in ((result.video_present, "video", "video_missing"),
+                                  (result.audio_present, "audio", "audio_missing")):
+        if not present:
+            return status, "; ".join([f"no {kind} stream", *notes])
+    return ("padded" if pads else "ok"), "; ".join(notes)
 
 
 # --------------------------------------------------------------------------------------------------- the report
