@@ -71,7 +71,8 @@ def write(
             for i, t in enumerate(times):
                 value = levels[i] if levels is not None else level_at(t)
                 frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), value, np.uint8), format="rgb24")
-                frame.pts, frame.time_base = (pts_ms[i], Fraction(1, 1000)) if pts_ms is not None else (i, Fraction(1, fps))
+                vfr = pts_ms is not None
+                frame.pts, frame.time_base = (pts_ms[i], Fraction(1, 1000)) if vfr else (i, Fraction(1, fps))
                 c.mux(video.encode(frame))
             c.mux(video.encode(None))
         if audio is not None:
@@ -213,7 +214,7 @@ def test_a_window_inside_a_longer_clip_starts_at_start_s(tmp_path: Path) -> None
     assert not clip.padded
 
 
-def test_skipped_preroll_frames_never_change_the_output(tmp_path: Path, monkeypatch) -> None:
+def test_skipped_frames_never_change_the_output(tmp_path: Path, monkeypatch) -> None:
     """Long-GOP H.264 with B-frames: non-reference frames off the targets are skipped; the frames must equal a full
     decode. With the margin at 0 the guess is wrong for most targets: the check must notice and decode again.
     """
@@ -231,13 +232,30 @@ def test_skipped_preroll_frames_never_change_the_output(tmp_path: Path, monkeypa
     with av.open(str(path)) as c:  # the oracle: every frame, chosen by the sampling rule
         decoded = list(c.decode(video=0))
         every = [(f.time, media._to_rgb(f, 32)) for f in decoded]
-    assert sum(int(f.pict_type) == int(av.video.frame.PictureType.B) for f in decoded) > 10 and sum(f.key_frame for f in decoded) == 1
-    for margin in (media.SHOW_MARGIN_FRAMES, 0.0):
+    assert sum(int(f.pict_type) == int(av.video.frame.PictureType.B) for f in decoded) > 10
+    assert sum(f.key_frame for f in decoded) == 1
+    passes, skipped, real_decode = [], [], media._decode
+
+    def spy(*args, skip_nonref):
+        passes.append(skip_nonref)
+        return real_decode(*args, skip_nonref=skip_nonref)
+
+    real_window = media._VideoWindow.feed
+
+    def feed(self, packet, errors):  # records whether the decoder was told to skip this packet's frame
+        real_window(self, packet, errors)
+        skipped.append(self.skipping)
+
+    monkeypatch.setattr(media, "_decode", spy)
+    monkeypatch.setattr(media._VideoWindow, "feed", feed)
+    for margin, redecoded in ((media.SHOW_MARGIN_FRAMES, False), (0.0, True)):
         monkeypatch.setattr(media, "SHOW_MARGIN_FRAMES", margin)
         for start in (2.9, 4.0):
+            passes.clear(), skipped.clear()
             clip = decode(path, num_frames=8, start_s=start, allow_missing_audio=True)
             want = [[rgb for t, rgb in every if t <= target + 1e-6][-1] for target in sample_times(8, 2.0, start)]
             assert np.array_equal(clip.frames, np.stack(want)), (margin, start)
+            assert any(skipped) and passes == ([True, False] if redecoded else [True]), (margin, start, passes)
 
 
 # --- 4. short clips and windows past the end ------------------------------------------------------------------------

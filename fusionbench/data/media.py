@@ -76,7 +76,7 @@ class DecodedClip:
     waveform: np.ndarray  # float32 (S,); zeros when the audio is absent
     has_audio: bool  # the file has an audio stream (``audio_present``)
     video_present: bool = True  # the file has a video stream (False only with allow_missing_video)
-    padded_frames: int = 0  # of the T frames, how many repeat the first/last frame because the video does not cover them
+    padded_frames: int = 0  # of the T frames, those repeating the first/last frame: the video does not cover them
     padded_audio_s: float = 0.0  # seconds of the window's audio that are zeros because the stream does not cover them
     decode_errors: int = 0  # packets that failed to demux or decode and were skipped
     duration_s: float | None = None  # the file's duration as the container states it (None if it does not)
