@@ -140,6 +140,20 @@ def test_a_process_pool_gives_the_same_report(clips_root: Path) -> None:
     pd.testing.assert_frame_equal(one, two)
 
 
+def test_each_file_is_probed_once_and_progress_counts_clips(clips_root: Path) -> None:
+    """EPIC-style: many segments of one video open it once; the progress line still counts clips."""
+    class Seen:
+        done = 0
+
+        def update(self, n: int) -> None:
+            self.done += n
+
+    seen = Seen()
+    paths = [str(clips_root / "ok.mp4")] * 3 + [str(clips_root / "short.mp4")]
+    probes = report.probe_files(paths, workers=2, progress=seen)
+    assert sorted(probes) == sorted(set(paths)) and seen.done == 4
+
+
 def test_the_window_is_the_one_the_datamodule_decodes(clips_root: Path, tmp_path: Path) -> None:
     """clip_seconds from start_s, or centred on start_s–end_s (never before 0), inside a 2-s file."""
     (tmp_path / "clips.csv").write_text("path,label,start_s,end_s,split\n"
