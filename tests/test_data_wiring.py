@@ -116,6 +116,7 @@ def test_an_edited_clips_csv_is_a_new_run_not_already_finished(tmp_path: Path) -
 def test_a_planned_synthetic_set_keeps_its_identity_once_generated(tmp_path: Path) -> None:
     cfg = load_config([f"data.root={tmp_path}", "data.synth.num_clips=12"])
     planned = tracking.identity_of(cfg).key
+    assert not list(tmp_path.iterdir())  # planning a run generates nothing
     records_for(cfg.data)  # generates the set
     assert (tmp_path / next(p.name for p in tmp_path.iterdir() if p.is_dir()) / "clips.csv").is_file()
     assert tracking.identity_of(cfg).key == planned
