@@ -106,7 +106,8 @@ def read(
                 report.append(missing_row(path, at, split, "|".join(class_names[i] for i in sorted(labels))))
                 continue
             start_s, end_s = (start, end) if untrimmed else (0.0, None)
-            extras = {"group": ytid, "ytid": ytid, "segment_start_s": start, "segment_end_s": end, "line": line}
+            extras = {"group": ytid, "ytid": ytid, "segment_start_s": start, "segment_end_s": end, "line": line,
+                      "source": str(csv_path)}
             clips.append(Clip(path, tuple(sorted(labels)), split, start_s, end_s, extras))
         if n_rows == 0:
             raise error("no segments", csv_path)

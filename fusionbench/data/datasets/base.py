@@ -3,7 +3,8 @@
 A reader is a function ``read(root: Path, **options) -> DatasetRecords``: it parses the dataset's own published
 annotation files as they are downloaded and yields ``Clip`` records (``fusionbench.data.manifest.Clip``), so the
 datamodule never needs to know which dataset it reads. Every clip carries ``extras["group"]``, the source video it
-was cut from (YouTube id, EPIC ``video_id``, ...), so automatic splits can be assigned per video, never per file.
+was cut from (YouTube id, EPIC ``video_id``, ...), so automatic splits can be assigned per video, never per file,
+and ``extras["source"]`` / ``extras["line"]``, the annotation file and line it came from (named by integrity errors).
 
 Rules shared by all readers (fusionbench's own):
 

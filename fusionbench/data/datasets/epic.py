@@ -129,7 +129,7 @@ def read(
             report.append(missing_row(path, at, split, class_names[label]))
             continue
         extras = {"group": row["video_id"], "video_id": row["video_id"], "participant_id": row["participant_id"],
-                  "verb_class": verb, "noun_class": noun, "line": line}
+                  "verb_class": verb, "noun_class": noun, "line": line, "source": str(csv_path)}
         for key in ("narration_id", "narration"):
             if key in row:
                 extras[key] = row[key]

@@ -163,7 +163,7 @@ def read(
             path = found
         start_s, end_s = (float(start), float(end)) if untrimmed else (0.0, None)
         extras = {"group": ytid, "ytid": ytid, "source_start_s": float(start), "source_end_s": float(end),
-                  "line": line}
+                  "line": line, "source": str(csv_path)}
         if is_cc is not None:
             extras["is_cc"] = is_cc
         clips.append(Clip(path, (to_index[label],), split, start_s, end_s, extras))

@@ -104,7 +104,8 @@ def read(
             report.append(missing_row(path, where(csv_path, line), row_split, label))
             continue
         start_s, end_s = (float(start), float(start + CLIP_SECONDS)) if untrimmed else (0.0, None)
-        extras = {"group": ytid, "ytid": ytid, "source_start_s": float(start), "line": line}
+        extras = {"group": ytid, "ytid": ytid, "source_start_s": float(start), "line": line,
+                  "source": str(csv_path)}
         clips.append(Clip(path, (to_index[label],), row_split, start_s, end_s, extras))
     return finish(clips, class_names, False, report, sources, explicit_classes=bool(class_list))
 
