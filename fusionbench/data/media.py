@@ -252,7 +252,7 @@ def to_mono(frame: av.AudioFrame) -> np.ndarray:
 
 
 class _ErrorCounter:
-    """Packets read and packets that failed; ``check`` raises once failures are no longer isolated."""
+    """Packets read and packets that failed; ``fail`` raises once failures are no longer isolated."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.read, self.failed = path, 0, 0
