@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fusionbench.data import media
-from fusionbench.data.media import MediaError, decode_clip, probe, sample_times, to_mono
+from fusionbench.data.media import MediaError, decode_clip, sample_times, to_mono
 
 W, H = 64, 48
 HZ, AMP = 440.0, 0.3
@@ -375,15 +375,3 @@ def test_absent_streams_are_flagged(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="after the end of the file"):
         decode(audio_only, allow_missing_video=True, start_s=5.0)
 
-
-def test_probe_reads_the_headers(tmp_path: Path) -> None:
-    info = probe(write(tmp_path / "p.mkv", "matroska", "mpeg4", "flac", rate=44100, layout="stereo", seconds=3.0))
-    assert (info.video_codec, info.width, info.height, info.fps) == ("mpeg4", W, H, 8.0)
-    assert (info.audio_codec, info.sample_rate, info.channels) == ("flac", 44100, 2)
-    assert info.format == "matroska,webm" and abs(info.duration_s - 3.0) < 0.02
-    assert info.video_present and info.audio_present
-    assert not probe(write(tmp_path / "a.mkv", "matroska", None, "flac")).video_present
-    text = tmp_path / "t.mp4"
-    text.write_text("not a video")
-    with pytest.raises(MediaError, match="not a media file"):
-        probe(text)

@@ -153,52 +153,6 @@ def decode_clip(
         raise MediaError(path, f"decoding failed ({_reason(exc)})") from None
 
 
-@dataclass(frozen=True)
-class MediaInfo:
-    """What a file's headers say, without decoding: for choosing windows and for checking a data set."""
-
-    duration_s: float | None  # the container's duration (None if it states none)
-    format: str  # the demuxer FFmpeg chose by content, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
-    video_codec: str | None  # None: no video stream
-    width: int | None
-    height: int | None
-    fps: float | None  # the average frame rate, if stated
-    audio_codec: str | None  # None: no audio stream
-    sample_rate: int | None
-    channels: int | None
-
-    @property
-    def video_present(self) -> bool:
-        return self.video_codec is not None
-
-    @property
-    def audio_present(self) -> bool:
-        return self.audio_codec is not None
-
-
-def probe(path: str | Path) -> MediaInfo:
-    """The file's streams and duration from its headers (milliseconds, no decoding); ``MediaError`` as decode_clip.
-
-    A window centred in the file starts at ``max(0, (duration_s - clip_seconds) / 2)``.
-    """
-    path = Path(path)
-    with _open(path) as container:
-        v = container.streams.video[0] if container.streams.video else None
-        a = container.streams.audio[0] if container.streams.audio else None
-        rate = v.average_rate if v is not None else None
-        return MediaInfo(
-            duration_s=container.duration / av.time_base if container.duration else None,
-            format=container.format.name,
-            video_codec=v.codec_context.name if v is not None else None,
-            width=v.codec_context.width if v is not None else None,
-            height=v.codec_context.height if v is not None else None,
-            fps=float(rate) if rate else None,
-            audio_codec=a.codec_context.name if a is not None else None,
-            sample_rate=a.codec_context.sample_rate if a is not None else None,
-            channels=a.codec_context.channels if a is not None else None,
-        )
-
-
 def _open(path: Path) -> av.container.InputContainer:
     """av.open with the checks and errors of this module: missing, empty and non-media files are MediaErrors."""
     if not path.is_file():
