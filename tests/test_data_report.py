@@ -299,6 +299,35 @@ def test_an_mpeg_ps_file_is_demuxed_for_its_real_span(tmp_path: Path) -> None:
     assert report.probe_file(path).video == pytest.approx((0.0, 2.0))  # from its first timestamp (0.625 s here)
 
 
+def test_a_truncated_mp4_is_padded_where_its_data_ends(tmp_path: Path) -> None:
+    """A partial download whose index is at the front (faststart) opens with the full duration in its header; the
+    probe sees that the index lists more sample bytes than the file holds, demuxes it, and agrees with decoding."""
+    full = tmp_path / "full.mp4"
+    rng = np.random.default_rng(2)
+    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=SR, layout="mono")
+        for i in range(16):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), format="rgb24")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = av.AudioFrame.from_ndarray(_wave(2)[None], format="flt", layout="mono")
+        samples.sample_rate, samples.pts = SR, 0
+        container.mux(audio.encode(samples))
+        container.mux(audio.encode(None))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with av.open(str(cut)) as container:
+        assert container.duration == 2 * av.time_base  # the header still says 2 s
+    assert report.clip_status(report.probe_file(full), 0.0, 2.0) == ("ok", "")
+    status, reason = report.clip_status(report.probe_file(cut), 0.0, 2.0)
+    decoded = decode_clip(cut, num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0)
+    assert status == report.decoded_status(decoded)[0] == "padded", (reason, decoded)
+    assert "past the end of the video" in reason and decoded.padded_frames > 0
+
+
 def test_a_stream_without_header_duration_takes_the_container_s(tmp_path: Path) -> None:
     """Matroska streams carry no duration (PyAV reports None): the container's is used."""
     path = write_audio_only(tmp_path / "a.mkv", 1.5, fmt="matroska")

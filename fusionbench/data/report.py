@@ -20,8 +20,8 @@ The window is the one the datamodule decodes: ``clip_seconds`` from ``datamodule
 from the file's first timestamp (as ``media.decode_clip`` counts them). A stream's span is its start + duration from
 the header for containers with an index (``INDEXED_FORMATS``: mp4/mov, mkv/webm, avi, wav, flac, ogg), opened with
 ``HEADER_ONLY`` probing so that FFmpeg decodes no frame either; any other (MPEG-PS/TS, mp3, raw streams), whose
-headers only estimate durations, or a header without one, is demuxed (its packets read, never decoded) for the first
-and last timestamps. ``decoded_status`` gives the same statuses from a decoded window (a training run's report).
+headers only estimate durations, a header without one, or a truncated mp4 is demuxed (its packets read, never
+decoded) for the first and last timestamps. ``decoded_status`` gives the same statuses from a decoded window (a training run's report).
 """
 from __future__ import annotations
 
@@ -98,17 +98,31 @@ def _header_span(stream: Any, container: Any) -> tuple[float, float] | None:
 
 
 def _demuxed_spans(container: Any, streams: list[Any]) -> dict[int, tuple[float, float]]:
-    """Stream index → (first pts, last pts + duration) over its packets, read without decoding them."""
+    """Stream index → (first pts, last pts + duration) over its packets, read without decoding them; a read error
+    (a truncated file) ends the file there."""
     origin = _origin(container)
     spans: dict[int, tuple[float, float]] = {}
-    for packet in container.demux(*streams):
-        if packet.pts is None or packet.time_base is None:
-            continue  # the flush packet at the end, or an untimed raw stream
-        t0 = float(packet.pts * packet.time_base) - origin
-        t1 = float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
-        lo, hi = spans.get(packet.stream.index, (t0, t1))
-        spans[packet.stream.index] = (min(lo, t0), max(hi, t1))
+    try:
+        for packet in container.demux(*streams):
+            if packet.pts is None or packet.time_base is None:
+                continue  # the flush packet at the end, or an untimed raw stream
+            t0 = float(packet.pts * packet.time_base) - origin
+            t1 = float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin
+            lo, hi = spans.get(packet.stream.index, (t0, t1))
+            spans[packet.stream.index] = (min(lo, t0), max(hi, t1))
+    except (av.FFmpegError, EOFError):
+        pass
     return spans
+
+
+def _truncated(container: Any, size: int) -> bool:
+    """An mp4 / mov whose index lists more sample bytes than the file holds (a partial download with the index at the
+    front): FFmpeg's mov demuxer derives each stream's bit rate from the sizes of its indexed samples."""
+    if container.format.name != "mov,mp4,m4a,3gp,3g2,mj2":
+        return False
+    listed = sum(s.bit_rate * float(s.duration * s.time_base) / 8 for s in container.streams
+                 if s.bit_rate and s.duration is not None and s.time_base is not None)
+    return size < listed
 
 
 def probe_file(path: str | Path) -> Probe:
@@ -116,15 +130,15 @@ def probe_file(path: str | Path) -> Probe:
 
     The container is opened with ``HEADER_ONLY`` probing: FFmpeg's default stream analysis decodes the first frames
     (24 ms of a 25-ms open of a 720p mp4); mp4 / mkv / avi declare their streams in the header. A container without
-    an index is reopened with the default analysis (its streams are found in the packets) and demuxed."""
+    an index is reopened with the default analysis (its streams are found in the packets) and demuxed, and so is a
+    truncated mp4 (its data ends before its index says: the span is where the packets end)."""
     path = Path(path)
     if not path.is_file():
         return Probe(error="file not found" if not path.exists() else "not a regular file")
     try:
         with av.open(str(path), container_options=HEADER_ONLY) as container:
-            indexed = container.format.name in INDEXED_FORMATS
-            if indexed:
-                return _probe(container, demux=False)
+            if container.format.name in INDEXED_FORMATS:
+                return _probe(container, demux=_truncated(container, path.stat().st_size))
         with av.open(str(path)) as container:
             return _probe(container, demux=True)
     except (av.FFmpegError, OSError, ValueError, EOFError) as exc:
@@ -139,9 +153,10 @@ def _probe(container: Any, demux: bool) -> Probe:
     present = [s for s in (video, audio) if s is not None]
     spans = {s.index: _header_span(s, container) for s in present}
     if demux or None in spans.values():
-        spans.update(_demuxed_spans(container, present))
+        demuxed = _demuxed_spans(container, present)
+        spans = demuxed if demux else {**spans, **demuxed}  # demux: the packets are the truth, not the header
     if any(spans.get(s.index) is None for s in present):
-        return Probe(error="duration unknown (no duration in the header and no timestamped packet)")
+        return Probe(error="no timestamped packet (or no duration in the header)")
     return Probe(video=spans[video.index] if video is not None else None,
                  audio=spans[audio.index] if audio is not None else None)
 
