@@ -21,7 +21,8 @@ from the file's first timestamp (as ``media.decode_clip`` counts them). A stream
 the header for containers with an index (``INDEXED_FORMATS``: mp4/mov, mkv/webm, avi, wav, flac, ogg), opened with
 ``HEADER_ONLY`` probing so that FFmpeg decodes no frame either; any other (MPEG-PS/TS, mp3, raw streams), whose
 headers only estimate durations, a header without one, or a truncated mp4 is demuxed (its packets read, never
-decoded) for the first and last timestamps. ``decoded_status`` gives the same statuses from a decoded window (a training run's report).
+decoded) for the first and last timestamps. ``decoded_status`` gives the same statuses from a decoded window (a
+training run's report).
 """
 from __future__ import annotations
 
