@@ -67,6 +67,18 @@ def test_check_on_vggsound_as_published(vggsound_root: Path, tmp_path: Path, cap
     assert "data report: 6 clips: 1 ok, 2 skipped, 1 padded, 1 audio_missing, 1 video_missing" in captured.out
 
 
+def test_reader_options_reach_the_reader(vggsound_root: Path, tmp_path: Path, capsys) -> None:
+    """``data.options.untrimmed=true``: the files are taken as whole videos and each clip cut at its start_seconds
+    (centred on [start, start + 10)), which these 1–2-s files do not reach: every window starts after the end."""
+    out = tmp_path / "report"
+    assert cli.main(["data", "check", "data=vggsound", f"data.root={vggsound_root}", "data.options.untrimmed=true",
+                     "data.val_frac=0", "--out", str(out)]) == 0
+    got = {row[0]: row[3:] for row in _read(out / "data_report.csv")}
+    assert got["aaaaaaaaaaa_000000.mp4"] == (
+        "skipped", "window 4.00–6.00 s starts after the end of the file (video ends at 2.00 s)")
+    assert got["bbbbbbbbbbb_000030.mp4"][1].startswith("window 34.00–36.00 s starts after the end of the file")
+
+
 def test_workers_must_be_positive(clips_root: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["data", "check", "data.dataset=clips", f"data.root={clips_root}", "--out", str(tmp_path),
