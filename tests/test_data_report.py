@@ -354,6 +354,28 @@ def test_probing_and_decoding_agree(clips_root: Path, name: str, start_s: float,
     assert probed[0] == report.decoded_status(decoded)[0] == status, (probed, report.decoded_status(decoded))
 
 
+def test_a_training_run_s_report_from_decoding_matches_the_check(clips_root: Path) -> None:
+    """What a run that decodes builds (clip_line + decoded_status per clip, left_out_lines): the same paths, splits,
+    labels and statuses as ``data check``."""
+    from fusionbench.data.datamodule import window_start
+    from fusionbench.data.datasets import records_for
+
+    cfg = clips_cfg(clips_root)
+    records = records_for(cfg)
+    lines = []
+    for clip in records.clips:
+        try:
+            result = decode_clip(clip.path, num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0,
+                                 start_s=window_start(clip, 2.0), allow_missing_audio=True, allow_missing_video=True)
+        except MediaError as exc:
+            result = exc
+        lines.append(report.clip_line(clip, records.class_names, *report.decoded_status(result), root=clips_root))
+    decoded = report.report_frame(lines + report.left_out_lines(records, clips_root))
+    checked, _ = report.check_data(cfg, workers=1, progress=False)
+    columns = ["path", "split", "label", "status"]
+    pd.testing.assert_frame_equal(decoded[columns], checked[columns])
+
+
 def test_decoded_status_reasons(clips_root: Path) -> None:
     kwargs = dict(num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0, allow_missing_audio=True)
     assert report.decoded_status(decode_clip(clips_root / "ok.mp4", **kwargs)) == ("ok", "")

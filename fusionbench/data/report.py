@@ -260,23 +260,30 @@ def _label_text(clip: Clip, class_names: Sequence[str]) -> str:
     return "|".join(class_names[i] if i < len(class_names) else str(i) for i in clip.labels)
 
 
+def clip_line(clip: Clip, class_names: Sequence[str], status: str, reason: str, root: Path | None = None) -> ReportLine:
+    """The report line of one clip: its path (relative to ``root`` when inside it), split, label text (``a|b`` for
+    a multi-label clip) and the (status, reason) that ``clip_status`` or ``decoded_status`` gave it."""
+    return ReportLine(_shown_path(clip.path, root), clip.split or "", _label_text(clip, class_names), status, reason)
+
+
+def left_out_lines(records: DatasetRecords, root: Path | None = None) -> list[ReportLine]:
+    """One ``skipped`` line per row the reader or the integrity rules left out (a missing file: "file not found", a
+    duplicate, ...); ``warning`` rows are about the dataset, not a clip, and are not lines."""
+    return [ReportLine(_shown_path(row.path, root), row.split or "", row.label, "skipped",
+                       "file not found" if row.status == "missing" else row.reason)
+            for row in records.report if row.status != "warning"]
+
+
 def report_lines(
     records: DatasetRecords, probes: Mapping[str, Probe], clip_seconds: float, root: Path | None = None
 ) -> list[ReportLine]:
-    """One line per clip, in the reader's order, then one per row the reader left out (its missing files, ...)."""
+    """One line per clip, in the reader's order, then one per row left out (``left_out_lines``)."""
     from fusionbench.data.datamodule import window_start  # the window the datamodule decodes (lazy: no cycle)
 
-    lines = []
-    for clip in records.clips:
-        status, reason = clip_status(probes[str(clip.path)], window_start(clip, clip_seconds), clip_seconds)
-        lines.append(ReportLine(_shown_path(clip.path, root), clip.split or "",
-                                _label_text(clip, records.class_names), status, reason))
-    for row in records.report:
-        if row.status == "warning":
-            continue  # about the dataset, not a clip (the caller prints it)
-        reason = "file not found" if row.status == "missing" else row.reason
-        lines.append(ReportLine(_shown_path(row.path, root), row.split or "", row.label, "skipped", reason))
-    return lines
+    lines = [clip_line(clip, records.class_names,
+                       *clip_status(probes[str(clip.path)], window_start(clip, clip_seconds), clip_seconds), root)
+             for clip in records.clips]
+    return lines + left_out_lines(records, root)
 
 
 def report_frame(rows: Iterable[ReportLine | Mapping[str, Any] | Sequence[Any]]) -> pd.DataFrame:
