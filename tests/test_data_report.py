@@ -472,7 +472,9 @@ def test_log_data_report_to_a_real_sqlite_store(clips_root: Path, tmp_path: Path
     from fusionbench.config import load_config
 
     frame, _ = report.check_data(clips_cfg(clips_root), workers=1, progress=False)
-    cfg = load_config([f"tracking.store={tmp_path / 'mlflow.db'}", "tracking.experiment=report"])
+    from sweep_runners import fresh_store  # a migrated store, copied (a new one migrates for seconds)
+
+    cfg = load_config([f"tracking.store={fresh_store(tmp_path / 'results')}", "tracking.experiment=report"])
     with tracking.tracked_run(cfg) as tr:
         report.log_data_report(tr, frame)
     run = tracking.client(cfg.tracking.store).get_run(tr.run_id)
