@@ -156,9 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="probe every clip (headers only, no decoding) and write "
                                 "DIR/data_report.csv (path, split, label, status, reason); trains nothing")
     check.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
-    check.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.dataset=clips data.root=...")
+    check.add_argument("overrides", nargs="*", help="data=<name> (experiments/data/<name>.yaml) and key=value "
+                       "overrides, e.g. data=vggsound data.root=/path/to/VGGSound")
     check.add_argument("--out", required=True, help="output folder (data_report.csv)")
-    check.add_argument("--workers", type=_positive_int, default=2, help="probing processes")
+    check.add_argument("--workers", type=_positive_int, default=2, help="probing processes (default 2)")
     check.set_defaults(func=_cmd_data_check)
 
     def with_config(p: argparse.ArgumentParser) -> None:
