@@ -96,8 +96,8 @@ def test_an_edited_clips_csv_is_a_new_run_not_already_finished(tmp_path: Path) -
     """Regression: the sweep said "already finished" (with the old numbers) after a label changed in clips.csv."""
     root = tmp_path / "mine"
     root.mkdir()
-    text = "path,label,split\n" + "".join(f"c{i}.mp4,{'cat' if i % 2 else 'dog'},{['train', 'val', 'test', 'train'][i % 4]}\n"
-                                          for i in range(8))
+    splits = ["train", "val", "test", "train"]
+    text = "path,label,split\n" + "".join(f"c{i}.mp4,{'cat' if i % 2 else 'dog'},{splits[i % 4]}\n" for i in range(8))
     (root / "clips.csv").write_text(text)
     store = fresh_store(tmp_path / "results")
     grid = ["data=clips", f"data.root={root}", f"tracking.store={store}", "tracking.experiment=stale"]
@@ -127,13 +127,13 @@ def test_a_planned_synthetic_set_keeps_its_identity_once_generated(tmp_path: Pat
 
 
 @pytest.fixture(scope="module")
-def vggsound_root(tiny_synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vggsound_root(synth_cfg_at, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synthetic set's mp4s under VGGSound names ``{ytid}_{start:06d}.mp4`` with a 4-column vggsound.csv
     (two classes by the synthetic label's parity; the synthetic test split is VGGSound's test, the rest train)."""
     import csv
 
     root = tmp_path_factory.mktemp("VGGSound")
-    (source,) = [p for p in tiny_synth_root.iterdir() if (p / "clips.csv").is_file()]
+    source = AVDataModule(synth_cfg_at("")).manifest_path.parent  # the session's tiny set (other variants may exist)
     rows = []
     with (source / "clips.csv").open() as fh:
         for i, row in enumerate(csv.DictReader(fh)):

@@ -328,7 +328,7 @@ class AVDataModule(L.LightningDataModule):
 
     @property
     def synth_dir(self) -> Path:
-        """The generated synthetic set a synth config trains on (``datasets.synth.set_dir_for``; for tools and tests)."""
+        """The generated synthetic set of a synth config (``datasets.synth.set_dir_for``; for tools and tests)."""
         from fusionbench.data.datasets.synth import set_dir_for
 
         return set_dir_for(self.cfg)
@@ -396,7 +396,7 @@ class AVDataModule(L.LightningDataModule):
             if not len(self.data[split]):
                 listed = sum(c.split == split for c in clips)
                 skipped = len(self.data[split].skipped)
-                first = f"; first: {self.data[split].skipped[0][0]}: {self.data[split].skipped[0][1]}" if skipped else ""
+                first = "; first: {}: {}".format(*self.data[split].skipped[0]) if skipped else ""
                 raise UserError(
                     f"the {split} split is empty: {skipped} of its {listed} clips were skipped{first}" if listed else
                     f"the {split} split has no clips (set data.val_frac / data.test_frac, or give the data a "

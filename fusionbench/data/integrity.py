@@ -68,7 +68,9 @@ def assign_splits(clips: Sequence[Clip], val_frac: float, test_frac: float) -> l
     return out
 
 
-def carve_missing_splits(clips: Sequence[Clip], val_frac: float, test_frac: float) -> tuple[list[Clip], list[ReportRow]]:
+def carve_missing_splits(
+    clips: Sequence[Clip], val_frac: float, test_frac: float
+) -> tuple[list[Clip], list[ReportRow]]:
     """A split the dataset does not have (VGGSound: no val) is carved from its train clips, per group by hash, with
     the same fractions as ``assign_splits``; one reported ``warning`` per carved split. Nothing when every clip's
     split was given and all three exist, or when none was given (``assign_splits`` does it all)."""
@@ -119,8 +121,9 @@ def drop_duplicates(clips: Sequence[Clip], source: str = "") -> tuple[list[Clip]
             continue
         both = f"{_where(seen, source)} and {_where(clip, source)}"
         if seen.split != clip.split:
-            raise UserError(f"{clip.path.name} (window {clip.start_s:g}-{clip.end_s if clip.end_s is not None else 'end'}"
-                            f") is in two splits ({seen.split} and {clip.split}): {both}", where=_where(clip, source))
+            end = "end" if clip.end_s is None else f"{clip.end_s:g}"
+            raise UserError(f"{clip.path.name} (window {clip.start_s:g}-{end}) is in two splits ({seen.split} and "
+                            f"{clip.split}): {both}", where=_where(clip, source))
         if seen.labels != clip.labels:
             raise UserError(f"{clip.path.name} is listed twice with different labels ({list(seen.labels)} and "
                             f"{list(clip.labels)}): {both}", where=_where(clip, source))
@@ -148,7 +151,8 @@ def check_classes(clips: Iterable[Clip], class_names: Sequence[str], explicit: b
     if not explicit:
         i, (split, clip) = next(iter(untrained.items()))
         listed = ", ".join(repr(name(j)) for j in list(untrained)[:5])
-        raise UserError(f"{len(untrained)} class(es) in val/test have no training clip ({listed}{', ...' if len(untrained) > 5 else ''}); "
+        more = ", ..." if len(untrained) > 5 else ""
+        raise UserError(f"{len(untrained)} class(es) in val/test have no training clip ({listed}{more}); "
                         f"first: {clip.path.name} in {split}. Fix the splits, or pass a class list "
                         "(data.options.class_list) to accept it with a warning", where=_where(clip, ""))
     return [ReportRow("warning", f"class {name(i)!r} has no training clip (in {split})", _where(clip, ""),

@@ -4,9 +4,10 @@ Rules:
 
 - ``path`` is relative to ``root`` if given, else to the CSV's folder (absolute paths are kept).
 - ``label`` is an integer class index or a class name; ``|`` separates the labels of a multi-label clip
-  (``multilabel=True``; a ``|`` in a single-label manifest is an error). If every label is a non-negative
-  integer, labels are indices and the class names are ``"0" … str(max)``; otherwise every label is a name and
-  names map to indices in sorted order.
+  (``multilabel=True``; a ``|`` in a single-label manifest is an error). ``read_manifest`` (lenient, low level): if
+  every label is a non-negative integer, labels are indices and the class names are ``"0" … str(max)``; otherwise
+  names map to indices in sorted order. Datasets are read by the ``clips`` reader (``datasets/clips.py``), whose
+  label rules are strict (no mixed, sparse or 1-based integer labels without a class list).
 - ``start_s`` / ``end_s`` (seconds, optional, empty = 0 / until the end) cut the clip from a longer file.
 - ``split`` (optional) is train / val / test (aliases: valid, validation, dev → val; eval → test); rows
   without one get ``None`` (``fusionbench.data.integrity.assign_splits`` gives them one, per source video).
@@ -79,7 +80,7 @@ class ManifestRow:
 
 
 def read_rows(csv_path: str | Path, multilabel: bool = False) -> list[ManifestRow]:
-    """Parse a ``clips.csv`` (header, fields, labels, windows, splits) → its rows in file order; see the module rules."""
+    """Parse a ``clips.csv`` (header, fields, labels, windows, splits) → its rows in file order (module rules)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ManifestError("manifest not found", where=csv_path)
