@@ -35,7 +35,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-CACHE_VERSION = 2  # 2: the decoder's channel-mean down-mix and first-timestamp origin (2026-12-02). Bump when the stored layout or the decode/feature code changes what is stored
+# Bump when the stored layout or the decode/feature code changes what is stored.
+# 2: the decoder's channel-mean down-mix and first-timestamp time origin (2026-12-02).
+CACHE_VERSION = 2
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # condition names as file-name parts (parse_condition's are)
 
 
