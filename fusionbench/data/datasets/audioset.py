@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index, manifest_path,
-    media_path, missing_row, parse_float, parse_int, split_name, where,
+    annotation_files, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
+    manifest_path, media_path, missing_row, parse_float, parse_int, where,
 )
 from fusionbench.data.manifest import Clip
 
@@ -69,12 +69,8 @@ def read(
     root = Path(root)
     class_path = manifest_path(root, class_labels)
     class_names, mids = read_class_labels(class_path)
-    if annotations is None:
-        files = [(split, root / name) for name, split in DEFAULT_SEGMENTS.items() if (root / name).is_file()]
-        if not files:
-            raise error(f"no segment CSV ({', '.join(DEFAULT_SEGMENTS)}); set data.annotations", root)
-    else:
-        files = [(split_name(s, "data.annotations"), manifest_path(root, n)) for s, n in annotations.items()]
+    defaults = [(split, name) for name, split in DEFAULT_SEGMENTS.items()]
+    files = annotation_files(root, annotations, defaults, "segment CSV")
 
     exists = FileCheck(check_files)
     clips: list[Clip] = []

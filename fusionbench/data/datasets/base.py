@@ -163,6 +163,18 @@ def format_template(template: str, fields: Mapping[str, Any], where_: str) -> st
         ) from None
 
 
+def annotation_files(root: Path, annotations: Mapping[str, str] | None,
+                     defaults: list[tuple[str, str]], what: str = "annotation CSV") -> list[tuple[str, Path]]:
+    """(split, path) of each annotation file: ``annotations`` ({split: file}) if given, else those of the published
+    ``defaults`` ([(split, file), ...]) that exist under ``root``; none at all is an error naming them."""
+    if annotations is not None:
+        return [(split_name(s, "data.annotations"), manifest_path(root, n)) for s, n in annotations.items()]
+    files = [(split, root / name) for split, name in defaults if (root / name).is_file()]
+    if not files:
+        raise error(f"no {what} ({', '.join(name for _, name in defaults)}); set data.annotations", root)
+    return files
+
+
 def split_name(value: str, where_: str) -> str:
     """train / val / test from a dataset's split column (aliases as in ``manifest.SPLIT_ALIASES``)."""
     split = SPLIT_ALIASES.get(value.strip().lower())

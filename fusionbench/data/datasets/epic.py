@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index, manifest_path,
-    media_path, missing_row, parse_int, split_name, timestamp_seconds, where,
+    annotation_files, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
+    manifest_path, media_path, missing_row, parse_int, timestamp_seconds, where,
 )
 from fusionbench.data.manifest import Clip
 from fusionbench.errors import UserError
@@ -67,12 +67,7 @@ def read(
     root = Path(root)
     if target not in TARGETS:
         raise UserError(f"target {target!r} is not one of {', '.join(TARGETS)}", where="data.target")
-    if annotations is None:
-        files = [(s, root / n) for s, n in DEFAULT_ANNOTATIONS.items() if (root / n).is_file()]
-        if not files:
-            raise error(f"no annotation CSV ({', '.join(DEFAULT_ANNOTATIONS.values())}); set data.annotations", root)
-    else:
-        files = [(split_name(s, "data.annotations"), manifest_path(root, n)) for s, n in annotations.items()]
+    files = annotation_files(root, annotations, list(DEFAULT_ANNOTATIONS.items()), "annotation CSV")
 
     report: list[ReportRow] = []
     rows = []  # (csv path, line, split, fields dict, start_s, end_s, verb_class, noun_class)

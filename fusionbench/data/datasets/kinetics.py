@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    MEDIA_SUFFIXES, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
-    manifest_path, media_path, missing_row, parse_int, read_class_list, split_name, where,
+    annotation_files, MEDIA_SUFFIXES, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish,
+    format_template, header_index, manifest_path, media_path, missing_row, parse_int, read_class_list, split_name,
+    where,
 )
 from fusionbench.data.manifest import Clip
 
@@ -86,12 +87,7 @@ def read(
 ) -> DatasetRecords:
     """Read Kinetics CSVs → clips. ``subset=True`` (Kinetics-Sounds) keeps only the rows of ``class_list``."""
     root = Path(root)
-    if annotations is None:
-        files = [(s, root / n) for s, n in DEFAULT_ANNOTATIONS.items() if (root / n).is_file()]
-        if not files:
-            raise error(f"no annotation CSV ({', '.join(DEFAULT_ANNOTATIONS.values())}); set data.annotations", root)
-    else:
-        files = [(split_name(s, "data.annotations"), manifest_path(root, n)) for s, n in annotations.items()]
+    files = annotation_files(root, annotations, list(DEFAULT_ANNOTATIONS.items()), "annotation CSV")
 
     report: list[ReportRow] = []
     rows = []  # (csv path, line, label, ytid, start, end, split text, split, is_cc)
