@@ -13,6 +13,7 @@ from fusionbench import tracking
 from fusionbench.config import dataset_name
 from fusionbench.data.datamodule import AVDataModule
 from fusionbench.data.prepare import log_leak_probe
+from fusionbench.data.report import log_data_report, run_report, summarise
 from fusionbench.evaluate.conditions import parse_condition
 from fusionbench.evaluate.efficiency import count_params, forward_flops
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
@@ -113,6 +114,9 @@ def run(cfg: DictConfig) -> str:
                 **{f"data/norm/{k}": v for k, v in datamodule.norm_stats.items()},
             }
         )
+        report = run_report(datamodule)  # every clip's status, logged as data_report.csv with the run
+        log_data_report(tracked, report)
+        print(f"[{label}] {summarise(report).splitlines()[0]}", flush=True)
         print(f"[{label}] {count_params(task.model):,} parameters, {train_clips} training clips", flush=True)
         start = time.perf_counter()
         from fusionbench.tasks.divergence import DivergenceCheck  # NaN/inf loss: TrainingDiverged, run "diverged"

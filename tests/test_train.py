@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from fusionbench import cli, tracking
 from fusionbench.config import load_config
+from fusionbench.data.datasets import records_for
 from fusionbench.data.fingerprint import identity_hash
 from fusionbench.registry import list_fusions
 
@@ -40,6 +42,8 @@ def joint_env(tmp_path_factory) -> list[str]:
 
 def _runs(overrides: list[str]):
     cfg = load_config(overrides)
+    if not Path(cfg.tracking.store).exists():  # this test run alone: no earlier test has made the store
+        return cfg, pd.DataFrame()
     frame = tracking.runs_frame(cfg.tracking.store, cfg.tracking.experiment)
     return cfg, frame
 
@@ -78,6 +82,13 @@ def test_run_record_contents(joint_env):
     local = Path(client.download_artifacts(row["run_id"], "config.yaml"))
     saved = yaml.safe_load(local.read_text())
     assert saved["fusion"] == "late" and saved["train"]["lr"] == 0.003
+    # The data report: one row per clip of the set, each ok (nothing skipped), logged with the run.
+    report = pd.read_csv(client.download_artifacts(row["run_id"], "data_report.csv"), keep_default_na=False)
+    assert list(report.columns) == ["path", "split", "label", "status", "reason"]
+    assert len(report) == len(records_for(cfg.data).clips) and report["path"].is_unique
+    assert set(report["status"]) == {"ok"}
+    assert row["metrics.data/report/ok"] == len(report) and row["metrics.data/report/skipped"] == 0
+    assert sorted(report["split"].unique()) == ["test", "train", "val"]
 
 
 def test_stop_val_loss_ends_a_solved_run_and_still_tests_it(joint_env):

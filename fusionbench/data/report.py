@@ -389,6 +389,21 @@ def check_data(data_cfg: DictConfig, workers: int = 2, progress: bool = True) ->
     return frame, warnings
 
 
+def run_report(datamodule: Any) -> pd.DataFrame:
+    """The data report of a training run: one line per clip the reader kept (``ok``, or ``skipped`` with the decode
+    error of a clip ``data.on_error=skip`` left out), then one per row the reader or the integrity rules left out.
+    Padding is not known here: the decoded-tensor cache keeps no per-clip padding (``data check`` reports it)."""
+    from fusionbench.config import data_root
+
+    failed = {str(path): reason for path, reason in datamodule.skipped}
+    root = data_root(datamodule.cfg)
+    names = datamodule.class_names
+    lines = [clip_line(clip, names, *(("skipped", failed[str(clip.path)]) if str(clip.path) in failed else ("ok", "")),
+                       root)
+             for clip in datamodule.clips]
+    return report_frame(lines + left_out_lines(datamodule.records, root))
+
+
 def log_data_report(tracked: Any, frame: pd.DataFrame) -> None:
     """Log the report with a run: artifact ``data_report.csv`` and metrics ``data/report/<status>`` (clip counts)."""
     tracked.log_text(frame.to_csv(index=False, columns=list(COLUMNS)), "data_report.csv")
