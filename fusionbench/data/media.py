@@ -252,7 +252,7 @@ def _decode(
     if vstream is None and not allow_missing_video:
         raise MediaError(path, "no video stream")
     if astream is None and not allow_missing_audio:
-        raise MediaError(path, "no audio stream (pass allow_missing_audio=True to use silence)")
+        raise MediaError(path, "no audio stream (data.on_error=skip leaves such clips out and reports them)")
     if vstream is None and astream is None:
         raise MediaError(path, "no audio or video stream")
     t0 = container.start_time / av.time_base if container.start_time is not None else 0.0
