@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    annotation_files, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
-    manifest_path, media_path, missing_row, parse_float, parse_int, where,
+    annotation_files, header_and_rows, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish,
+    format_template, header_index, manifest_path, media_path, missing_row, parse_float, parse_int, where,
 )
 from fusionbench.data.manifest import Clip
 
@@ -32,11 +32,7 @@ DEFAULT_SEGMENTS = {
 
 def read_class_labels(path: Path) -> tuple[list[str], dict[str, int]]:
     """``class_labels_indices.csv`` → (display names in index order, MID → index)."""
-    rows = csv_rows(path)
-    try:
-        line, header = next(rows)
-    except StopIteration:
-        raise error("empty class file (expected index,mid,display_name)", path) from None
+    line, header, rows = header_and_rows(path, "empty class file (expected index,mid,display_name)")
     col = header_index(path, line, header, ("index", "mid", "display_name"))
     names: list[str] = []
     mids: dict[str, int] = {}

@@ -163,6 +163,16 @@ def format_template(template: str, fields: Mapping[str, Any], where_: str) -> st
         ) from None
 
 
+def header_and_rows(path: Path, empty: str = "empty file") -> tuple[int, list[str], Iterator[tuple[int, list[str]]]]:
+    """(header line, header fields, the iterator of the remaining rows) of a CSV; no row at all is ``empty``."""
+    rows = csv_rows(path)
+    try:
+        line, header = next(rows)
+    except StopIteration:
+        raise error(empty, path) from None
+    return line, header, rows
+
+
 def annotation_files(root: Path, annotations: Mapping[str, str] | None,
                      defaults: list[tuple[str, str]], what: str = "annotation CSV") -> list[tuple[str, Path]]:
     """(split, path) of each annotation file: ``annotations`` ({split: file}) if given, else those of the published

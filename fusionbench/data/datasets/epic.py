@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    annotation_files, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish, format_template, header_index,
-    manifest_path, media_path, missing_row, parse_int, timestamp_seconds, where,
+    annotation_files, header_and_rows, DatasetRecords, FileCheck, ReportRow, error, finish, format_template,
+    header_index, manifest_path, media_path, missing_row, parse_int, timestamp_seconds, where,
 )
 from fusionbench.data.manifest import Clip
 from fusionbench.errors import UserError
@@ -35,11 +35,7 @@ TARGETS = ("verb", "noun", "action")
 
 def read_classes(path: Path) -> list[str]:
     """``EPIC_100_{verb,noun}_classes.csv`` (``id,key,...``) → keys in id order (ids must be 0 … N-1)."""
-    rows = csv_rows(path)
-    try:
-        line, header = next(rows)
-    except StopIteration:
-        raise error("empty class file (expected id,key,instances,category)", path) from None
+    line, header, rows = header_and_rows(path, "empty class file (expected id,key,instances,category)")
     col = header_index(path, line, header, ("id", "key"))
     keys: dict[int, str] = {}
     for line, values in rows:
@@ -72,11 +68,7 @@ def read(
     report: list[ReportRow] = []
     rows = []  # (csv path, line, split, fields dict, start_s, end_s, verb_class, noun_class)
     for split, csv_path in files:
-        it = csv_rows(csv_path)
-        try:
-            line, header = next(it)
-        except StopIteration:
-            raise error("empty file", csv_path) from None
+        line, header, it = header_and_rows(csv_path)
         if "verb_class" not in [h.strip() for h in header]:
             report.append(ReportRow("warning", "no verb_class column (unlabelled test timestamps): left out",
                                     str(csv_path)))

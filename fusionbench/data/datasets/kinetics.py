@@ -1,9 +1,10 @@
 """Kinetics-400/600/700 (CVDF release) and Kinetics-Sounds (a class subset of Kinetics-400).
 
-- ``annotations`` maps split → CSV (each row's split is its ``split`` column); by default whichever of ``annotations/{train,val,test}.csv`` exist. Columns are
-  chosen by header name: ``label,youtube_id,time_start,time_end,split`` (+ ``is_cc`` in the crawler / K700 CSVs,
-  kept in extras); labels may be quoted. A CSV without a ``label`` column (the K600/K700 test sets) is left out
-  with a reported warning.
+- ``annotations`` maps split → CSV (each row's split is its ``split`` column); by default whichever of
+  ``annotations/{train,val,test}.csv`` exist. Columns are chosen by header name:
+  ``label,youtube_id,time_start,time_end,split`` (+ ``is_cc`` in the crawler / K700 CSVs, kept in extras);
+  labels may be quoted. A CSV without a ``label`` column (the K600/K700 test sets) is left out with a reported
+  warning.
 - Files: ``template`` (default ``{split}/{ytid}_{start:06d}_{end:06d}.mp4``, fields ``ytid``, ``start``, ``end``,
   ``label``, ``split`` = the CSV's split text). When that file is absent the reader looks the YouTube id up among
   the files of ``<root>/<split>/`` and its sub-folders (the by-class layout ``{split}/{label}/...`` of CVDF's
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Mapping
 
 from fusionbench.data.datasets.base import (
-    annotation_files, MEDIA_SUFFIXES, DatasetRecords, FileCheck, ReportRow, csv_rows, error, finish,
+    annotation_files, header_and_rows, MEDIA_SUFFIXES, DatasetRecords, FileCheck, ReportRow, error, finish,
     format_template, header_index, manifest_path, media_path, missing_row, parse_int, read_class_list, split_name,
     where,
 )
@@ -92,11 +93,7 @@ def read(
     report: list[ReportRow] = []
     rows = []  # (csv path, line, label, ytid, start, end, split text, split, is_cc)
     for _, csv_path in files:
-        it = csv_rows(csv_path)
-        try:
-            line, header = next(it)
-        except StopIteration:
-            raise error("empty file", csv_path) from None
+        line, header, it = header_and_rows(csv_path)
         if "label" not in [h.strip() for h in header]:
             report.append(ReportRow("warning", "no label column (an unlabelled test set): left out", str(csv_path)))
             continue
