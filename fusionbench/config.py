@@ -88,6 +88,10 @@ class DataConfig:
     clip_seconds: float = 2.0
     multilabel: bool = False
     on_error: str = "raise"  # raise | skip: what a corrupt/missing clip does
+    # a clip without an audio (or video) stream: absent = kept, the modality marked absent in the batch
+    # (audio_present / video_present) and the fusion's unimodal path used for it; skip = left out, counted in the
+    # data report; error = the run stops naming the file
+    missing_modality: str = "absent"
     # train: normalise audio and video by the training split's own statistics (AST's dataset-statistics recipe);
     # config: by audio.norm_mean / norm_std and video.mean / std as given (a pretrained backbone's statistics)
     norm_stats: str = "train"
@@ -139,6 +143,15 @@ class TrackingConfig:
 
 
 @dataclass
+class InitConfig:
+    """Pretrained weights from local files (nothing is downloaded): "" = random initialisation."""
+
+    model: str = ""  # a whole fusionbench checkpoint
+    audio: str = ""  # an audio ViT (AST / AudioMAE layouts, or an image ViT: RGB patch weights summed)
+    video: str = ""  # an image ViT (timm ViT / DeiT state dict, MAE checkpoint)
+
+
+@dataclass
 class Config:
     fusion: str = "late"
     preset: str = "small"
@@ -148,6 +161,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
 
 # Keys that do not change what a run computes: left out of the config hash (run identity adds fusion, data and seed).
@@ -164,7 +178,7 @@ def _check_keys(given: Any, schema: type, where: str = "") -> None:
         if key not in valid:
             hint = difflib.get_close_matches(str(key), valid, n=1)
             raise ConfigError(
-                f"unknown config key {path!r}{f' (did you mean {where}{hint[0]!r}?)' if hint else ''}; "
+                f"unknown config key {path!r}{f' (did you mean {where + hint[0]!r}?)' if hint else ''}; "
                 f"valid keys{f' under {where[:-1]!r}' if where else ''}: {', '.join(valid)}"
             )
         default = valid[key].default_factory() if callable(valid[key].default_factory) else None
@@ -371,7 +385,8 @@ def validate(cfg: DictConfig) -> None:
     from fusionbench.data.datasets import READERS, check_options
 
     choices = {"data.dataset": tuple(READERS), "data.task": ("joint", "modsum", "sync"),
-               "data.on_error": ("raise", "skip"), "data.norm_stats": ("train", "config")}
+               "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
+               "data.norm_stats": ("train", "config")}
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if key == "data.task" and cfg.data.dataset != "synth":

@@ -15,7 +15,7 @@ def test_defaults_load_and_validate():
 @pytest.mark.parametrize(
     "override, named",
     [
-        ("data.taks=modsum", ["'data.taks'", "did you mean data.'task'", "dataset", "task", "root"]),
+        ("data.taks=modsum", ["'data.taks'", "did you mean 'data.task'", "dataset", "task", "root"]),
         ("trian.lr=0.1", ["'trian'", "train", "data", "model"]),
         ("train.lr_max=0.1", ["'train.lr_max'", "max_epochs", "weight_decay"]),
         ("data.audio.mel_bins=64", ["num_mel_bins", "frame_shift_ms"]),
