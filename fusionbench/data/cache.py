@@ -46,9 +46,21 @@ class DecodedSplit:
     index: Tensor  # int64 (N,): manifest row of each clip
     frames: Tensor  # uint8 (N, T, H, W, 3)
     fbank: Tensor  # float (N, 1, n_mels, target_length), raw (not normalised)
-    has_audio: Tensor  # bool (N,)
+    has_audio: Tensor  # bool (N,): the file has an audio stream (False: fbank zeros, masked as absent)
     waveform: Tensor | None = None  # float32 (N, S), test split only
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of clips that failed to decode
+    has_video: Tensor | None = None  # bool (N,): the file has a video stream (False: frames zeros); None → all True
+    padded_frames: Tensor | None = None  # int32 (N,): frames repeating the first/last one; None → zeros
+    padded_audio_s: Tensor | None = None  # float32 (N,): seconds of zero audio the stream did not cover; None → zeros
+
+    def __post_init__(self) -> None:
+        n = int(self.index.shape[0])
+        if self.has_video is None:
+            self.has_video = torch.ones(n, dtype=torch.bool)
+        if self.padded_frames is None:
+            self.padded_frames = torch.zeros(n, dtype=torch.int32)
+        if self.padded_audio_s is None:
+            self.padded_audio_s = torch.zeros(n, dtype=torch.float32)
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -56,7 +68,8 @@ class DecodedSplit:
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index, "frames": self.frames, "fbank": self.fbank, "has_audio": self.has_audio,
-            "waveform": self.waveform, "skipped": [list(s) for s in self.skipped],
+            "waveform": self.waveform, "skipped": [list(s) for s in self.skipped], "has_video": self.has_video,
+            "padded_frames": self.padded_frames, "padded_audio_s": self.padded_audio_s,
         }
 
     @classmethod
@@ -64,6 +77,8 @@ class DecodedSplit:
         return cls(
             index=d["index"], frames=d["frames"], fbank=d["fbank"], has_audio=d["has_audio"],
             waveform=d.get("waveform"), skipped=[tuple(s) for s in d.get("skipped", [])],
+            has_video=d.get("has_video"), padded_frames=d.get("padded_frames"),
+            padded_audio_s=d.get("padded_audio_s"),
         )
 
 
@@ -96,7 +111,8 @@ class CorruptedSplit:
         return DecodedSplit(
             index=clean.index, frames=clean.frames if self.frames is None else self.frames,
             fbank=clean.fbank if self.fbank is None else self.fbank, has_audio=clean.has_audio, waveform=None,
-            skipped=list(clean.skipped),
+            skipped=list(clean.skipped), has_video=clean.has_video, padded_frames=clean.padded_frames,
+            padded_audio_s=clean.padded_audio_s,
         )
 
 

@@ -73,6 +73,7 @@ def decode_split(
     jobs = [(row, str(c.path), {**decode_kwargs, "start_s": window_start(c, decode_kwargs["clip_seconds"])})
             for row, c in clips]
     rows, frames, fbanks, waves, has_audio, skipped = [], [], [], [], [], []
+    has_video, padded_frames, padded_audio_s = [], [], []
 
     def consume(results):
         for row, out in results:
@@ -86,6 +87,9 @@ def decode_split(
             wave = torch.from_numpy(out.waveform)  # (S,)
             fbanks.append(audio.raw(wave).to(fbank_dtype))  # (1, n_mels, L)
             has_audio.append(out.has_audio)
+            has_video.append(out.video_present)
+            padded_frames.append(out.padded_frames)
+            padded_audio_s.append(out.padded_audio_s)
             if keep_waveform:
                 waves.append(wave)
 
@@ -106,6 +110,9 @@ def decode_split(
             has_audio=torch.tensor(has_audio, dtype=torch.bool),
             waveform=(torch.stack(waves) if waves else torch.zeros(0, S)) if keep_waveform else None,
             skipped=skipped,
+            has_video=torch.tensor(has_video, dtype=torch.bool),
+            padded_frames=torch.tensor(padded_frames, dtype=torch.int32),
+            padded_audio_s=torch.tensor(padded_audio_s, dtype=torch.float32),
         )
 
 
