@@ -36,7 +36,8 @@ def dm(shared_cfg) -> AVDataModule:
 
 def test_batch_contract(dm: AVDataModule) -> None:
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"audio", "video", "label", "index"}
+    assert set(batch) == {"audio", "video", "label", "index", "audio_present", "video_present"}
+    assert batch["audio_present"].dtype == torch.bool and bool(batch["audio_present"].all() & batch["video_present"].all())
     assert batch["audio"].shape == (8, 1, 32, 160) and batch["audio"].dtype == torch.float32
     assert batch["video"].shape == (8, 3, 16, 32, 32) and batch["video"].dtype == torch.float32
     assert batch["label"].shape == (8,) and batch["label"].dtype == torch.int64

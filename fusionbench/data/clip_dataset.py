@@ -1,7 +1,9 @@
 """``ClipDataset``: the items of one decoded split (normalised features, labels, manifest rows), and the collate.
 
 A batch (a dict): ``audio`` float32 (B, 1, n_mels, target_length), ``video`` float32 (B, 3, T, H, W), ``label``
-int64 (B,) or float32 (B, C) multi-hot, ``index`` int64 (B,) = the clip's manifest row.
+int64 (B,) or float32 (B, C) multi-hot, ``index`` int64 (B,) = the clip's manifest row, ``audio_present`` /
+``video_present`` bool (B,): whether the clip has that modality (``data.missing_modality=absent`` keeps clips without
+one; their tensor there is a placeholder that the task never gives the model: ``tasks/presence.py``).
 """
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ class ClipDataset(Dataset):
         if condition is not None and condition.corrupts and data.waveform is None:
             raise ValueError(f"condition {condition.name} needs waveforms, which this split does not store")
         self.data, self.labels = data, labels
+        n = len(data)
+        self.audio_present = data.has_audio.bool() if data.has_audio is not None else torch.ones(n, dtype=torch.bool)
+        has_video = getattr(data, "has_video", None)
+        self.video_present = has_video.bool() if has_video is not None else torch.ones(n, dtype=torch.bool)
         self.audio, self.video = audio, video
         self.augment = augment if augment is not None and augment.active else None
         self.condition = condition if condition is not None and condition.corrupts else None
@@ -56,7 +62,8 @@ class ClipDataset(Dataset):
         with single_thread():
             audio = self.audio.normalise(self.data.fbank[rows])  # (B, 1, n_mels, L)
             video = self.video(self.data.frames[rows])  # (B, 3, T, H, W)
-        return {"audio": audio, "video": video, "label": self.labels[rows], "index": self.data.index[rows].clone()}
+        return {"audio": audio, "video": video, "label": self.labels[rows], "index": self.data.index[rows].clone(),
+                "audio_present": self.audio_present[rows], "video_present": self.video_present[rows]}
 
     def _item(self, i: int) -> dict[str, Tensor | int]:
         index = int(self.data.index[i])
@@ -68,7 +75,8 @@ class ClipDataset(Dataset):
             audio = self.audio.normalise(self.data.fbank[i])  # (1, n_mels, L)
         if self.augment is not None:
             audio = self.augment(audio)
-        return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index}
+        return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index,
+                "audio_present": self.audio_present[i], "video_present": self.video_present[i]}
 
 
 def collate(items: dict[str, Tensor] | list[dict[str, Tensor | int]]) -> dict[str, Tensor]:

@@ -6,7 +6,10 @@ per-modality losses). AdamW with per-step linear warm-up then cosine decay to 0 
 gradient accumulation); weight decay on the weights of Linear/Conv layers only (``decay_groups``, ViT/MAE practice).
 Peak lr: ``train.lr``, or the papers' rule ``blr × effective batch / 256`` when ``train.blr > 0`` (``peak_lr``).
 Test: every evaluation condition (``av``, ``audio_only``, ``video_only``, corruptions) gets its own metric collection;
-results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}``.
+results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}``, with ``test/<condition>/clips`` the
+number of clips scored (a clip missing the one modality a condition keeps has no input there and is left out).
+Clips with a missing modality (batch masks ``audio_present`` / ``video_present``) go through the fusion's unimodal
+path, in training, validation and test alike (``tasks/presence.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 from fusionbench.evaluate.conditions import Condition
 from fusionbench.nn.model import FusionModel
 from fusionbench.tasks.metrics import classification_metrics, headline_metric
+from fusionbench.tasks.presence import forward_present, present_loss
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -113,16 +117,23 @@ class ClassifyTask(L.LightningModule):
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None):
         return self.model(audio=audio, video=video)
 
+    def _forward(self, batch: dict, audio: bool = True, video: bool = True):
+        """The model on ``batch`` by per-clip presence (``forward_present``); ``audio`` / ``video`` False drops that
+        modality for every clip (the audio_only / video_only conditions)."""
+        return forward_present(self.model, batch["audio"] if audio else None, batch["video"] if video else None,
+                               batch.get("audio_present"), batch.get("video_present"))
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        out = self.model(audio=batch["audio"], video=batch["video"])
-        loss = self.model.loss(out, batch["label"], self.criterion)
+        out = self._forward(batch)
+        loss = present_loss(self.model, out, batch["label"], self.criterion)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        out = self.model(audio=batch["audio"], video=batch["video"])
-        self.log("val/loss", self.criterion(out.logits, batch["label"]), batch_size=len(batch["label"]))
-        self.val_metrics.update(out.logits.float(), batch["label"])
+        out = self._forward(batch)
+        target = out.kept(batch["label"])
+        self.log("val/loss", self.criterion(out.logits, target), batch_size=len(target))
+        self.val_metrics.update(out.logits.float(), target)
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({f"val/{k}": v for k, v in self.val_metrics.compute().items()})
@@ -130,22 +141,24 @@ class ClassifyTask(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         for condition in self.test_conditions[dataloader_idx]:
-            audio = None if condition.drop == "audio" else batch["audio"]
-            video = None if condition.drop == "video" else batch["video"]
-            out = self.model(audio=audio, video=video)
-            self.test_metrics[self.test_names[condition.name]].update(out.logits.float(), batch["label"])
-            loss = self.criterion(out.logits.float(), batch["label"]) * len(batch["label"])
-            self.test_loss.setdefault(condition.name, []).append(torch.stack([loss, torch.tensor(len(batch["label"]))]))
+            out = self._forward(batch, audio=condition.drop != "audio", video=condition.drop != "video")
+            target = out.kept(batch["label"])
+            if not len(target):  # no clip of this batch has the modality this condition keeps
+                continue
+            self.test_metrics[self.test_names[condition.name]].update(out.logits.float(), target)
+            loss = self.criterion(out.logits.float(), target) * len(target)
+            self.test_loss.setdefault(condition.name, []).append(torch.stack([loss, torch.tensor(len(target))]))
 
     def on_test_epoch_end(self) -> None:
         results = {}
         for name, metrics in zip(self.test_names, self.test_metrics):
-            for metric, value in metrics.compute().items():
-                results[f"test/{name}/{metric}"] = float(value)
-            metrics.reset()
-            total = torch.stack(self.test_loss.pop(name, [])).sum(0) if name in self.test_loss else None
-            if total is not None:
+            total = torch.stack(self.test_loss.pop(name)).sum(0) if name in self.test_loss else None  # (loss·n, n)
+            results[f"test/{name}/clips"] = float(total[1]) if total is not None else 0.0
+            if total is not None:  # no clip scored: no metric (never a 0 that reads as a result)
+                for metric, value in metrics.compute().items():
+                    results[f"test/{name}/{metric}"] = float(value)
                 results[f"test/{name}/loss"] = float(total[0] / total[1])
+            metrics.reset()
         self.test_results = results
 
     def configure_optimizers(self):
