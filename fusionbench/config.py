@@ -86,6 +86,9 @@ class DataConfig:
     val_frac: float = 0.15
     test_frac: float = 0.15
     clip_seconds: float = 2.0
+    # windows of clip_seconds decoded per training clip, evenly spread over the clip (data/windows.py); each epoch
+    # draws one per clip at random. 1 = the centred window
+    train_windows: int = 1
     multilabel: bool = False
     on_error: str = "raise"  # raise | skip: what a corrupt/missing clip does
     # a clip without an audio (or video) stream: absent = kept, the modality marked absent in the batch
@@ -133,6 +136,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     conditions: list[str] = field(default_factory=lambda: ["av", "audio_only", "video_only"])
+    # multi-clip evaluation: windows per test clip, evenly spread; a clip's logits are their mean (1 = centred)
+    test_windows: int = 1
     top_k: int = 5
 
 
@@ -317,6 +322,8 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
     rules = [
         ("data.batch_size", d.batch_size > 0, "must be > 0"),
         ("data.clip_seconds", d.clip_seconds > 0, "must be > 0"),
+        ("data.train_windows", d.train_windows >= 1, "must be >= 1"),
+        ("eval.test_windows", cfg.eval.test_windows >= 1, "must be >= 1"),
         ("data.num_workers", d.num_workers >= 0, "must be >= 0"),
         ("data.audio.sample_rate", a.sample_rate > 0, "must be > 0"),
         ("data.audio.num_mel_bins", a.num_mel_bins > 0, "must be > 0"),

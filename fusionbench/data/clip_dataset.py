@@ -7,6 +7,8 @@ one; their tensor there is a placeholder that the task never gives the model: ``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
@@ -21,24 +23,34 @@ class ClipDataset(Dataset):
 
     With ``condition``, each item is corrupted on the fly and its fbank recomputed: the per-clip reference path.
     The datamodule's test loaders instead serve precomputed corrupted splits (``corrupt_split``) with no condition.
+
+    Several windows of each clip: ``data`` a sequence of decoded splits of the same clips, one per window
+    (``data/windows.py``). ``pick="stack"`` (test: multi-clip evaluation) gives every window, ``audio``
+    (W, 1, n_mels, L) and ``video`` (W, 3, T, H, W) per item; ``pick="random"`` (training) gives one window drawn
+    uniformly per item and epoch from torch's global generator (as SpecAugment; seeded by ``seed_everything``).
     """
 
     def __init__(
         self,
-        data: DecodedSplit,
+        data: DecodedSplit | Sequence[DecodedSplit],
         labels: Tensor,
         audio: AudioFeatures,
         video: VideoFeatures,
         augment: SpecAugment | None = None,
         condition: Condition | None = None,
+        pick: str = "stack",
     ) -> None:
-        if condition is not None and condition.corrupts and data.waveform is None:
+        windows = [data] if isinstance(data, DecodedSplit) else list(data)
+        if not windows or any(not torch.equal(w.index, windows[0].index) for w in windows[1:]):
+            raise ValueError("the windows of a split must hold the same clips in the same order")
+        if pick not in ("stack", "random"):
+            raise ValueError(f"pick={pick!r} must be 'stack' or 'random'")
+        if condition is not None and condition.corrupts and any(w.waveform is None for w in windows):
             raise ValueError(f"condition {condition.name} needs waveforms, which this split does not store")
-        self.data, self.labels = data, labels
-        n = len(data)
-        self.audio_present = data.has_audio.bool() if data.has_audio is not None else torch.ones(n, dtype=torch.bool)
-        has_video = getattr(data, "has_video", None)
-        self.video_present = has_video.bool() if has_video is not None else torch.ones(n, dtype=torch.bool)
+        self.windows, self.pick, self.stacked = windows, pick, len(windows) > 1 and pick == "stack"
+        self.data, self.labels = windows[0], labels
+        self.audio_present = self.data.has_audio.bool()  # (N,): a file's streams are the same in every window
+        self.video_present = self.data.has_video.bool()
         self.audio, self.video = audio, video
         self.augment = augment if augment is not None and augment.active else None
         self.condition = condition if condition is not None and condition.corrupts else None
@@ -55,27 +67,38 @@ class ClipDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor] | list[dict[str, Tensor | int]]:
         """A whole batch at once (the DataLoader's batched fetch): one vectorised normalisation per modality, the
         same element-wise arithmetic as ``__getitem__`` (bit-identical). Items that need per-clip work (SpecAugment,
-        an on-the-fly condition) are fetched one by one; ``collate`` accepts both forms."""
-        if self.augment is not None or self.condition is not None:
+        an on-the-fly condition, a random window) are fetched one by one; ``collate`` accepts both forms."""
+        if self.augment is not None or self.condition is not None or (len(self.windows) > 1 and not self.stacked):
             return [self[i] for i in indices]
         rows = torch.as_tensor(indices, dtype=torch.int64)
         with single_thread():
-            audio = self.audio.normalise(self.data.fbank[rows])  # (B, 1, n_mels, L)
-            video = self.video(self.data.frames[rows])  # (B, 3, T, H, W)
+            audio = [self.audio.normalise(w.fbank[rows]) for w in self.windows]  # W × (B, 1, n_mels, L)
+            video = [self.video(w.frames[rows]) for w in self.windows]  # W × (B, 3, T, H, W)
+        audio, video = (torch.stack(audio, 1), torch.stack(video, 1)) if self.stacked else (audio[0], video[0])
         return {"audio": audio, "video": video, "label": self.labels[rows], "index": self.data.index[rows].clone(),
                 "audio_present": self.audio_present[rows], "video_present": self.video_present[rows]}
 
-    def _item(self, i: int) -> dict[str, Tensor | int]:
-        index = int(self.data.index[i])
-        frames = self.data.frames[i]  # (T, H, W, 3) uint8
+    def _window(self, data: DecodedSplit, i: int, index: int) -> tuple[Tensor, Tensor]:
+        """(audio (1, n_mels, L), video (3, T, H, W)) of clip ``i`` in one window's split."""
+        frames = data.frames[i]  # (T, H, W, 3) uint8
         if self.condition is not None:
-            waveform, frames = self.condition.corrupt(self.data.waveform[i], frames, index)  # (S,), (T, H, W, 3)
+            waveform, frames = self.condition.corrupt(data.waveform[i], frames, index)  # (S,), (T, H, W, 3)
             audio = self.audio(waveform)  # (1, n_mels, L), recomputed from the corrupted waveform
         else:
-            audio = self.audio.normalise(self.data.fbank[i])  # (1, n_mels, L)
+            audio = self.audio.normalise(data.fbank[i])  # (1, n_mels, L)
         if self.augment is not None:
             audio = self.augment(audio)
-        return {"audio": audio, "video": self.video(frames), "label": self.labels[i], "index": index,
+        return audio, self.video(frames)
+
+    def _item(self, i: int) -> dict[str, Tensor | int]:
+        index = int(self.data.index[i])
+        if self.stacked:
+            pairs = [self._window(w, i, index) for w in self.windows]
+            audio, video = torch.stack([a for a, _ in pairs]), torch.stack([v for _, v in pairs])  # (W, ...) each
+        else:
+            w = int(torch.randint(len(self.windows), ())) if len(self.windows) > 1 else 0
+            audio, video = self._window(self.windows[w], i, index)
+        return {"audio": audio, "video": video, "label": self.labels[i], "index": index,
                 "audio_present": self.audio_present[i], "video_present": self.video_present[i]}
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from fusionbench.evaluate.conditions import Condition
 from fusionbench.nn.model import FusionModel
 from fusionbench.tasks.metrics import classification_metrics, headline_metric
-from fusionbench.tasks.presence import forward_present, present_loss
+from fusionbench.tasks.presence import forward_present, forward_windows, present_loss
 
 
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
@@ -119,8 +119,10 @@ class ClassifyTask(L.LightningModule):
 
     def _forward(self, batch: dict, audio: bool = True, video: bool = True):
         """The model on ``batch`` by per-clip presence (``forward_present``); ``audio`` / ``video`` False drops that
-        modality for every clip (the audio_only / video_only conditions)."""
-        return forward_present(self.model, batch["audio"] if audio else None, batch["video"] if video else None,
+        modality for every clip (the audio_only / video_only conditions). A batch of several windows per clip
+        (``video`` (B, W, 3, T, H, W)) gets each clip's logits averaged over its windows (``forward_windows``)."""
+        forward = forward_windows if batch["video"].dim() == 6 else forward_present
+        return forward(self.model, batch["audio"] if audio else None, batch["video"] if video else None,
                                batch.get("audio_present"), batch.get("video_present"))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

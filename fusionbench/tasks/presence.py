@@ -81,6 +81,28 @@ def forward_present(
     return PresentOutput(torch.cat(logits_seen)[order], rows[order], groups)
 
 
+def forward_windows(
+    model: FusionModel,
+    audio: Tensor | None,
+    video: Tensor | None,
+    audio_present: Tensor | None = None,
+    video_present: Tensor | None = None,
+) -> PresentOutput:
+    """Multi-clip evaluation: ``audio`` (B, W, 1, n_mels, L) / ``video`` (B, W, 3, T, H, W), W windows of each clip;
+    ``forward_present`` over the B·W windows, then each clip's logits are the mean of its windows' logits (the
+    papers' multi-view test protocol). ``groups`` hold the per-window outputs."""
+    given = audio if audio is not None else video
+    if given is None:
+        raise ValueError("forward_windows needs audio or video")
+    b, w = given.shape[:2]
+    flat = [None if x is None else x.flatten(0, 1) for x in (audio, video)]  # (B·W, ...)
+    masks = [None if m is None else m.repeat_interleave(w) for m in (audio_present, video_present)]  # (B·W,)
+    out = forward_present(model, *flat, *masks)
+    logits = out.logits.view(-1, w, out.logits.shape[-1]).mean(1)  # (B_kept, C): a clip's windows are adjacent
+    rows = None if out.rows is None else out.rows.view(-1, w)[:, 0] // w  # (B_kept,)
+    return PresentOutput(logits, rows, out.groups)
+
+
 def present_loss(
     model: FusionModel, out: PresentOutput, target: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]
 ) -> Tensor:
