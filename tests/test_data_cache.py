@@ -17,8 +17,8 @@ from fusionbench.evaluate.conditions import parse_condition
 def _split(n: int = 3) -> DecodedSplit:
     return DecodedSplit(
         index=torch.arange(n), frames=torch.zeros(n, 2, 4, 4, 3, dtype=torch.uint8),
-        fbank=torch.randn(n, 1, 8, 10), has_audio=torch.ones(n, dtype=torch.bool), waveform=torch.randn(n, 16),
-        skipped=[("a.mp4", "file not found")],
+        fbank=torch.randn(n, 1, 8, 10).half(), has_audio=torch.ones(n, dtype=torch.bool), waveform=torch.randn(n, 16),
+        skipped=[("a.mp4", "file not found")], padded_frames=torch.arange(n, dtype=torch.int32),
     )
 
 
@@ -28,10 +28,15 @@ def test_split_cache_miss_then_hit(tmp_path: Path) -> None:
     first = cache.get_or_build("train", lambda: built.append(1) or _split())
     second = SplitCache(tmp_path, {"a": 1}).get_or_build("train", lambda: built.append(1) or _split())
     assert built == [1]  # built once
-    assert torch.equal(first.fbank, second.fbank) and torch.equal(first.waveform, second.waveform)
+    for name in ("index", "frames", "fbank", "waveform", "has_audio", "has_video", "padded_frames", "padded_audio_s"):
+        assert torch.equal(getattr(first, name), getattr(second, name)), name
+    assert second.fbank.dtype == torch.float16 and second.padded_frames.tolist() == [0, 1, 2]
     assert second.skipped == [("a.mp4", "file not found")]
     assert (cache.hits, cache.misses) == (0, 1)
-    assert sorted(p.name for p in cache.dir.iterdir()) == ["meta.json", "train.pt"]  # no temporary files left
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["meta.json", "train"]  # no temporary files left
+    assert sorted(p.name for p in cache.path("train").iterdir()) == [
+        "COMPLETE", "fbank.npy", "frames.npy", "has_audio.npy", "has_video.npy", "index.npy", "padded_audio_s.npy",
+        "padded_frames.npy", "skipped.json", "waveform.npy"]
 
 
 def test_key_changes_with_any_parameter() -> None:
@@ -51,22 +56,31 @@ def test_disabled_cache_always_builds() -> None:
 
 def test_a_killed_write_leaves_no_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = SplitCache(tmp_path, {"a": 2})
+    real_save = np.save
 
-    def dies_midway(obj, f, *args, **kwargs):
-        f.write(b"partial")
-        raise KeyboardInterrupt  # as if the process were killed while writing
+    def dies_midway(file, array, *args, **kwargs):
+        if Path(file).name == "waveform.npy":
+            raise KeyboardInterrupt  # as if the process were killed while writing
+        real_save(file, array, *args, **kwargs)
 
-    monkeypatch.setattr(torch, "save", dies_midway)
+    monkeypatch.setattr(np, "save", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         cache.put("test", _split())
-    assert not cache.path("test").exists()
+    assert not cache.path("test").exists() and cache.get("test") is None
     assert [p.name for p in cache.dir.iterdir()] == ["meta.json"]
+
+
+def test_a_folder_without_its_marker_is_not_read(tmp_path: Path) -> None:
+    cache = SplitCache(tmp_path, {"a": 6})
+    cache.put("val", _split())
+    (cache.path("val") / "COMPLETE").unlink()
+    assert cache.get("val") is None
 
 
 def test_an_unreadable_entry_is_rebuilt(tmp_path: Path) -> None:
     cache = SplitCache(tmp_path, {"a": 3})
     cache.put("train", _split())
-    cache.path("train").write_bytes(b"corrupt")
+    (cache.path("train") / "fbank.npy").write_bytes(b"corrupt")
     built = []
     data = cache.get_or_build("train", lambda: built.append(1) or _split(2))
     assert built == [1] and len(data) == 2 and cache.misses == 1

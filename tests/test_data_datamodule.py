@@ -61,7 +61,7 @@ def test_train_statistics_normalise_the_training_split(dm: AVDataModule) -> None
     np.testing.assert_allclose([dm.norm_stats[f"video_mean_{c}"] for c in "rgb"], pixels.mean(0), rtol=1e-9)
     np.testing.assert_allclose([dm.norm_stats[f"video_std_{c}"] for c in "rgb"], pixels.std(0), rtol=1e-9)
     test_audio, test_video = _stacked(dm, "test")  # the train statistics apply to every split
-    raw = dm.data["test"].fbank
+    raw = dm.data["test"].fbank.float()  # stored float16, normalised in float32
     torch.testing.assert_close(test_audio, (raw - dm.norm_stats["audio_mean"]) / dm.norm_stats["audio_std"])
 
 
@@ -84,7 +84,7 @@ def test_config_statistics_are_used_as_given(shared_cfg) -> None:
     module.setup()
     audio, video = _stacked(module, "train")
     assert module.norm_stats == {}
-    torch.testing.assert_close(audio, module.data["train"].fbank)  # norm_mean 0, norm_std 1
+    torch.testing.assert_close(audio, module.data["train"].fbank.float())  # norm_mean 0, norm_std 1
     assert video.min() >= -1 and video.max() <= 1  # (x/255 - 0.5) / 0.5
 
 
@@ -201,11 +201,11 @@ def clips_dir(tmp_path: Path, write_mp4) -> Path:
     return tmp_path
 
 
-def _clips_cfg(root: Path, on_error: str):
+def _clips_cfg(root: Path, on_error: str, **overrides):
     return OmegaConf.merge(
         OmegaConf.structured(DataConfig),
         {"dataset": "clips", "root": str(root), "cache_dir": str(root / "cache"), "on_error": on_error,
-         "batch_size": 16},
+         "batch_size": 16, **overrides},
     )
 
 
@@ -216,12 +216,13 @@ def test_bad_clip_raises_naming_the_file(clips_dir: Path) -> None:
 
 
 def test_bad_clips_are_skipped_counted_and_reported(clips_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    module = AVDataModule(_clips_cfg(clips_dir, "skip"), decode_workers=1)
+    module = AVDataModule(_clips_cfg(clips_dir, "skip", missing_modality="skip"), decode_workers=1)
     with caplog.at_level(logging.WARNING, logger="fusionbench.data.datamodule"):
         module.setup()
     reasons = {Path(p).name: r for p, r in module.skipped}
     assert set(reasons) == {"missing.mp4", "corrupt.mp4", "silent.mp4"}
-    assert reasons["missing.mp4"] == "file not found" and "no audio stream" in reasons["silent.mp4"]
+    assert reasons["missing.mp4"] == "file not found"
+    assert reasons["silent.mp4"] == "no audio stream (left out by data.missing_modality=skip)"
     report = " ".join(r.getMessage() for r in caplog.records)
     assert "skipped 3 of 11 clips" in report and "missing.mp4" in report
     seen = [i for loader in (module.train_dataloader(), module.val_dataloader(), module.test_dataloader()[0])
@@ -230,15 +231,90 @@ def test_bad_clips_are_skipped_counted_and_reported(clips_dir: Path, caplog: pyt
     assert module.class_names == ["cat", "dog"]
     # a cached skip does not hide bad clips from a later on_error=raise run
     with pytest.raises(MediaError, match="missing.mp4"):
-        AVDataModule(_clips_cfg(clips_dir, "raise"), decode_workers=1).setup()
+        AVDataModule(_clips_cfg(clips_dir, "raise", missing_modality="skip"), decode_workers=1).setup()
 
 
-def test_missing_audio_allowed_gives_silence(clips_dir: Path) -> None:
-    module = AVDataModule(_clips_cfg(clips_dir, "skip"), decode_workers=1, allow_missing_audio=True)
+def write_audio_only(path: Path, waveform: np.ndarray, sample_rate: int = 16000) -> Path:
+    """An mp4 with one AAC stream and no video."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(waveform[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = sample_rate, 0, Fraction(1, sample_rate)
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture
+def modality_dir(tmp_path: Path, write_mp4) -> Path:
+    """Six good clips (train, val, test), a video-only mp4 and an audio-only mp4 (both train)."""
+    rng = np.random.default_rng(1)
+    rows = ["path,label,split"]
+    for i in range(6):
+        frames = rng.integers(0, 255, (16, 32, 32, 3), dtype=np.uint8)
+        write_mp4(tmp_path / f"good{i}.mp4", frames, (0.1 * rng.standard_normal(32000)).astype(np.float32))
+        rows.append(f"good{i}.mp4,{'cat' if i % 2 else 'dog'},{['train', 'train', 'val', 'test'][i % 4]}")
+    write_mp4(tmp_path / "silent.mp4", np.full((16, 32, 32, 3), 200, np.uint8))  # no audio stream
+    write_audio_only(tmp_path / "blind.mp4", (0.1 * rng.standard_normal(32000)).astype(np.float32))  # no video
+    rows += ["silent.mp4,dog,train", "blind.mp4,cat,train"]
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_missing_modality_absent_keeps_the_clip_marked_absent(modality_dir: Path, cache: bool) -> None:
+    cfg = _clips_cfg(modality_dir, "raise", missing_modality="absent", **({} if cache else {"cache_dir": ""}))
+    module = AVDataModule(cfg, decode_workers=1)
     module.setup()
-    assert {Path(p).name for p, _ in module.skipped} == {"missing.mp4", "corrupt.mp4"}
+    assert module.skipped == []
     train = module.data["train"]
-    assert train.has_audio.tolist().count(False) == 1
+    names = [module.clips[row].path.name for row in train.index.tolist()]
+    silent, blind = names.index("silent.mp4"), names.index("blind.mp4")
+    assert train.has_audio.tolist() == [i != silent for i in range(len(names))]
+    assert train.has_video.tolist() == [i != blind for i in range(len(names))]
+    assert not train.fbank[silent].any() and not train.frames[blind].any()  # placeholders, never data
+    batch = next(iter(module.train_dataloader()))
+    by_name = {module.clips[i].path.name: (a, v) for i, a, v in zip(
+        batch["index"].tolist(), batch["audio_present"].tolist(), batch["video_present"].tolist())}
+    assert by_name["silent.mp4"] == (False, True) and by_name["blind.mp4"] == (True, False)
+    # the statistics come from the clips that have the modality: the placeholders' zeros are not pixels
+    seen = train.frames[train.has_video].double().div(255).reshape(-1, 3).numpy()
+    np.testing.assert_allclose([module.norm_stats[f"video_mean_{c}"] for c in "rgb"], seen.mean(0), rtol=1e-9)
+    heard = train.fbank[train.has_audio].double()
+    assert module.norm_stats["audio_mean"] == pytest.approx(heard.mean().item(), rel=1e-12)
+
+
+def test_missing_modality_skip_leaves_the_clips_out_naming_the_setting(modality_dir: Path) -> None:
+    module = AVDataModule(_clips_cfg(modality_dir, "raise", missing_modality="skip"), decode_workers=1)
+    module.setup()  # on_error=raise: a policy skip is not a decoding failure
+    assert {Path(p).name: r for p, r in module.skipped} == {
+        "silent.mp4": "no audio stream (left out by data.missing_modality=skip)",
+        "blind.mp4": "no video stream (left out by data.missing_modality=skip)"}
+    assert len(module.data["train"]) == 4 and bool(module.data["train"].has_audio.all())
+    again = AVDataModule(_clips_cfg(modality_dir, "raise", missing_modality="skip"), decode_workers=1)
+    again.setup()  # from the store: the cached policy skips do not raise either
+    assert again.decode_count == 0 and len(again.skipped) == 2
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_missing_modality_error_raises_naming_the_file(modality_dir: Path, on_error: str) -> None:
+    module = AVDataModule(_clips_cfg(modality_dir, on_error, missing_modality="error"), decode_workers=1)
+    with pytest.raises(MediaError, match=r"silent\.mp4: no audio stream \(data\.missing_modality=error"):
+        module.setup()
+
+
+def test_missing_modality_is_part_of_the_cache_key(modality_dir: Path) -> None:
+    keys = set()
+    for policy in ("absent", "skip"):
+        module = AVDataModule(_clips_cfg(modality_dir, "raise", missing_modality=policy), decode_workers=1)
+        module.setup()
+        keys.add(module.cache.key)
+        assert module.decode_count == 8
+    assert len(keys) == 2
 
 
 def test_multilabel_batches_are_multi_hot(tmp_path: Path, write_mp4) -> None:

@@ -1,17 +1,24 @@
-"""Decoded-tensor cache: each split decoded and featurised once, loaded (memory-mapped) by every later run.
+"""Decoded-tensor cache (the prepared store): each split decoded and featurised once, memory-mapped by every later run.
 
-Layout: ``cache_dir/<key>/<split>.pt`` plus ``meta.json`` (the parameters, for humans). ``key`` is a hash of
-everything that changes the stored tensors: the decode parameters, the fbank parameters, the manifest file's
-content hash, each media file's size and modification time (``manifest.media_fingerprint``: a set regenerated in
-place keeps its manifest) and the folder its paths resolve against (``cache_key``). Changing any of them gives
+Layout: ``cache_dir/<key>/`` holds ``meta.json`` (the parameters, for humans) and one folder per complete split,
+``<split>/``, of numpy ``.npy`` arrays (``ARRAYS``), ``skipped.json`` and the ``COMPLETE`` marker, written last: a
+folder is renamed into place whole, so a split is readable only once complete. ``key`` is a hash of everything that
+changes the stored tensors: the decode parameters, the missing-modality policy, the fbank parameters, the manifest
+file's content hash, each media file's size and modification time (``manifest.media_fingerprint``: a set regenerated
+in place keeps its manifest) and the folder its paths resolve against (``cache_key``). Changing any of them gives
 another key, so stale tensors are never read; the normalisation stats and SpecAugment are applied at load time and
-are not part of the key.
+are not part of the key. ``fusionbench.data.store`` writes a split incrementally (resumable chunks); ``write_split``
+here writes one whole (the same format).
 
-Stored per split (``DecodedSplit``): frames uint8 (N, T, H, W, 3), raw fbank (N, 1, n_mels, L) before
-normalisation and SpecAugment, the manifest row of each clip, ``has_audio``, and for the test split the waveform
-float32 (N, S), which test-time corruptions need (``Condition.corrupt`` works on waveform + frames, then the
-features are recomputed, once per condition: see below). Measured on the default synthetic set: an fbank costs ≈1.3 ms per clip to compute and
-≈0.02 ms to load, so fbanks are stored (float32: 20 KB a clip, exact); waveforms (128 KB a clip) only where needed.
+Stored per split (``DecodedSplit``): frames uint8 (N, T, H, W, 3), raw fbank float16 (N, 1, n_mels, L) before
+normalisation and SpecAugment, the manifest row of each clip, ``has_audio`` / ``has_video``, the padding per clip
+(``padded_frames`` int32, ``padded_audio_s`` float32, as ``media.DecodedClip`` counts it), and for the test split
+the waveform float32 (N, S), which test-time corruptions need (``Condition.corrupt`` works on waveform + frames, then
+the features are recomputed, once per condition: see below). Measured on the default synthetic set: an fbank costs
+≈1.3 ms per clip to compute and ≈0.02 ms to load, so fbanks are stored; float16 (fusionbench's choice: 10 KB a clip at
+the tiny geometry, half of float32; log-mel values of magnitude < 100 keep ≥ 3 significant digits, far below the
+normalised inputs' noise); waveforms (128 KB a clip) only where needed. Arrays are opened copy-on-write
+(``mmap_mode="c"``): tensors are writable views, and writes never reach the files.
 
 Corrupted test sets (``CorruptedSplit``): ``cache_dir/<key>/<split>.<condition>.pt``, i.e. the preprocessing key
 plus the condition name, holds the split as one corrupting condition changes it — only the modality it corrupts:
@@ -27,17 +34,25 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
 # Bump when the stored layout or the decode/feature code changes what is stored.
 # 2: the decoder's channel-mean down-mix and first-timestamp time origin (2026-12-02).
-CACHE_VERSION = 2
+# 3: the prepared store: .npy folders per split, float16 fbank, has_video and padding per clip (2026-12-02).
+CACHE_VERSION = 3
+FBANK_DTYPE = torch.float16  # the stored fbank's precision (see the module docstring)
+COMPLETE = "COMPLETE"  # a split folder's completion marker (JSON), written last
+# the arrays of a split folder: name → numpy dtype (waveform only where stored)
+ARRAYS = {"index": np.int64, "frames": np.uint8, "fbank": np.float16, "has_audio": np.bool_, "has_video": np.bool_,
+          "padded_frames": np.int32, "padded_audio_s": np.float32, "waveform": np.float32}
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # condition names as file-name parts (parse_condition's are)
 
 
@@ -45,7 +60,7 @@ _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # condition names as file-name p
 class DecodedSplit:
     index: Tensor  # int64 (N,): manifest row of each clip
     frames: Tensor  # uint8 (N, T, H, W, 3)
-    fbank: Tensor  # float (N, 1, n_mels, target_length), raw (not normalised)
+    fbank: Tensor  # float16 (N, 1, n_mels, target_length), raw (not normalised)
     has_audio: Tensor  # bool (N,): the file has an audio stream (False: fbank zeros, masked as absent)
     waveform: Tensor | None = None  # float32 (N, S), test split only
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of clips that failed to decode
@@ -89,7 +104,7 @@ class CorruptedSplit:
     condition: str  # the condition's name
     version: int  # the corruption code's version (``conditions.CORRUPTION_VERSION``)
     index: Tensor  # int64 (N,): the clean split's manifest rows, in its order
-    fbank: Tensor | None = None  # float32 (N, 1, n_mels, L): raw fbank of the corrupted waveforms (audio)
+    fbank: Tensor | None = None  # float16 (N, 1, n_mels, L): raw fbank of the corrupted waveforms (audio)
     frames: Tensor | None = None  # uint8 (N, T, H, W, 3): corrupted frames (video)
 
     def __len__(self) -> int:
@@ -122,8 +137,68 @@ def cache_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def read_split(path: Path) -> DecodedSplit | None:
+    """The complete split folder ``path`` as a ``DecodedSplit`` of memory-mapped tensors; None if it is absent,
+    incomplete (no ``COMPLETE`` marker) or unreadable."""
+    try:
+        marker = json.loads((path / COMPLETE).read_text())
+        arrays = {}
+        for name in ARRAYS:
+            file = path / f"{name}.npy"
+            if file.is_file():
+                arrays[name] = torch.from_numpy(np.load(file, mmap_mode="c", allow_pickle=False))
+        skipped = [tuple(s) for s in json.loads((path / "skipped.json").read_text())]
+        data = DecodedSplit(skipped=skipped, **arrays)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    if marker.get("version") != CACHE_VERSION or marker.get("clips") != len(data):
+        return None
+    return data
+
+
+def write_split(path: Path, data: DecodedSplit) -> None:
+    """``data`` as a split folder at ``path``, written whole under a temporary name and renamed into place."""
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name, dtype in ARRAYS.items():
+            tensor = getattr(data, name)
+            if tensor is not None:
+                np.save(tmp / f"{name}.npy", tensor.numpy().astype(dtype, copy=False), allow_pickle=False)
+        complete_split(tmp, path, data.skipped, len(data))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def complete_split(tmp: Path, path: Path, skipped: list[tuple[str, str]], clips: int) -> None:
+    """Finish the split folder ``tmp`` (its arrays written): ``skipped.json``, every file fsync'd, the ``COMPLETE``
+    marker, then renamed to ``path`` (an older folder there is replaced)."""
+    (tmp / "skipped.json").write_text(json.dumps([list(s) for s in skipped]))
+    for file in tmp.iterdir():
+        _fsync(file)
+    _atomic(tmp / COMPLETE, lambda f: f.write(json.dumps({"version": CACHE_VERSION, "clips": clips,
+                                                          "skipped": len(skipped)}).encode()))
+    _fsync(tmp)
+    if path.exists():
+        old = path.parent / f".{path.name}.{os.getpid()}.old"
+        os.replace(path, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder (its entries)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class SplitCache:
-    """``get_or_build(split, build)``: load ``<dir>/<split>.pt`` or build, store and return it.
+    """``get_or_build(split, build)``: load the split folder ``<dir>/<split>/`` or build, store and return it.
 
     ``get_or_build_condition(split, condition, build, …)`` does the same for a corrupted split,
     ``<dir>/<split>.<condition>.pt``. ``root`` None disables caching (every call builds). ``hits`` / ``misses``
@@ -138,7 +213,7 @@ class SplitCache:
         self.misses = 0
 
     def path(self, split: str) -> Path | None:
-        return self.dir / f"{split}.pt" if self.dir else None
+        return self.dir / split if self.dir else None
 
     def condition_path(self, split: str, condition: str) -> Path | None:
         if not _ENTRY_NAME.match(condition):
@@ -161,19 +236,24 @@ class SplitCache:
         return found
 
     def get(self, split: str) -> DecodedSplit | None:
-        data = self._load(self.path(split))
-        return self._count(None if data is None else DecodedSplit.from_dict(data))
+        path = self.path(split)
+        return self._count(None if path is None else read_split(path))
 
     def put(self, split: str, data: DecodedSplit) -> None:
         if self.dir is None:
             return
-        self._write(self.path(split), data.to_dict())
+        self.write_meta()
+        write_split(self.path(split), data)
 
-    def _write(self, path: Path, payload: dict[str, Any]) -> None:
+    def write_meta(self) -> None:
+        """``<dir>/meta.json`` (the parameters, for humans), once."""
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.exists():
             _atomic(meta, lambda f: f.write(json.dumps(self.params, indent=2, sort_keys=True, default=str).encode()))
+
+    def _write(self, path: Path, payload: dict[str, Any]) -> None:
+        self.write_meta()
         _atomic(path, lambda f: torch.save(payload, f))
 
     def get_or_build(self, split: str, build: Callable[[], DecodedSplit]) -> DecodedSplit:

@@ -6,10 +6,12 @@ in the manifest (stable across splits and runs).
 
 - The clips come from ``fusionbench.data.datasets.records_for(data_cfg)``: the reader ``data.dataset`` names, with the
   integrity rules applied and every split assigned. The datamodule knows nothing of any one dataset.
-- ``setup()`` decodes every split once through the cache (``cache.py``). ``on_error="skip"``: clips that fail to
-  decode are left out, listed in ``skipped`` as (path, reason) and reported in one warning; ``"raise"``: the first
-  one raises ``MediaError`` naming the file and the reason. A split left empty (by skipping, or by the data) is a
-  ``UserError`` naming the split and how many of its clips were skipped.
+- ``setup()`` reads every split from the prepared store (``cache.py``), decoding into it what is missing
+  (``store.prepare_split``: parallel, resumable; ``fusionbench data prepare`` does it ahead). ``on_error="skip"``:
+  clips that fail to decode are left out, listed in ``skipped`` as (path, reason) and reported in one warning;
+  ``"raise"``: the first one raises ``MediaError`` naming the file and the reason. A file without an audio or video
+  stream follows ``data.missing_modality`` (``store.judge``: absent = kept, masked; skip; error). A split left empty
+  (by skipping, or by the data) is a ``UserError`` naming the split and how many of its clips were skipped.
 - Train batches are shuffled by a ``torch.Generator`` seeded from ``seed`` and get SpecAugment; val/test never do.
 - ``test_dataloader()`` returns a list: [clean test set, one loader per corrupting condition]; ``test_conditions[i]``
   lists the conditions evaluated on loader i (the clean loader carries every non-corrupting one, e.g. av /
@@ -26,7 +28,6 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,12 +39,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from fusionbench.config import DataConfig, data_root, project_path
-from fusionbench.data.cache import CorruptedSplit, DecodedSplit, SplitCache
+from fusionbench.data import store
+from fusionbench.data.cache import FBANK_DTYPE, CorruptedSplit, DecodedSplit, SplitCache
 from fusionbench.data.clip_dataset import ClipDataset, collate
 from fusionbench.data.datasets import DatasetRecords, records_for
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, file_hash, media_fingerprint
-from fusionbench.data.media import MediaError, decode_job
+from fusionbench.data.media import MediaError
 from fusionbench.errors import UserError
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 WAVEFORM_SPLITS = ("test",)  # splits whose waveform is kept (test-time corruptions need it)
-PARALLEL_DECODE_MIN = 200  # decode in a process pool only above this many clips
+PARALLEL_DECODE_MIN = store.PARALLEL_DECODE_MIN  # decode in a process pool only above this many clips
 CORRUPT_CHUNK = 64  # clips per vectorised video corruption (bounds the float copy: 64 × T·H·W·3 × 4 bytes)
 
 
@@ -61,59 +63,31 @@ def decode_split(
     decode_kwargs: dict[str, Any],
     audio: AudioFeatures,
     on_error: str = "raise",
+    missing_modality: str = "absent",
     keep_waveform: bool = False,
     workers: int = 1,
     min_parallel: int = PARALLEL_DECODE_MIN,
-    fbank_dtype: torch.dtype = torch.float32,
 ) -> DecodedSplit:
-    """Decode (row, clip) pairs into stacked tensors; failures raise or are recorded in ``skipped``.
+    """Decode (row, clip) pairs into stacked tensors in memory (``store.decode_split``: the tensors the store holds);
+    failures raise or are recorded in ``skipped``, clips without a modality follow ``missing_modality``.
 
     With ``workers`` > 1 and at least ``min_parallel`` clips, decoding runs in a process pool (same output).
     """
+    return store.decode_split(split_plan(clips, decode_kwargs, audio, keep_waveform), audio,
+                              missing_modality=missing_modality, on_error=on_error, workers=workers,
+                              min_parallel=min_parallel)
+
+
+def split_plan(clips: Sequence[tuple[int, Clip]], decode_kwargs: dict[str, Any], audio: AudioFeatures,
+               keep_waveform: bool) -> store.SplitPlan:
+    """The decode jobs of (row, clip) pairs: each clip's window (``window_start``) and the split's geometry."""
     jobs = [(row, str(c.path), {**decode_kwargs, "start_s": window_start(c, decode_kwargs["clip_seconds"])})
             for row, c in clips]
-    rows, frames, fbanks, waves, has_audio, skipped = [], [], [], [], [], []
-    has_video, padded_frames, padded_audio_s = [], [], []
-
-    def consume(results):
-        for row, out in results:
-            if isinstance(out, MediaError):
-                if on_error == "raise":
-                    raise out
-                skipped.append((str(out.path), out.reason))
-                continue
-            rows.append(row)
-            frames.append(torch.from_numpy(out.frames))  # (T, H, W, 3)
-            wave = torch.from_numpy(out.waveform)  # (S,)
-            fbanks.append(audio.raw(wave).to(fbank_dtype))  # (1, n_mels, L)
-            has_audio.append(out.has_audio)
-            has_video.append(out.video_present)
-            padded_frames.append(out.padded_frames)
-            padded_audio_s.append(out.padded_audio_s)
-            if keep_waveform:
-                waves.append(wave)
-
-    with single_thread():  # tiny per-clip torch ops: one thread (see features.single_thread)
-        if workers > 1 and len(jobs) >= min_parallel:
-            # fork, as DataLoader workers do; the children run only PyAV + numpy (no torch thread pool)
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(workers) as pool:
-                consume(pool.imap(decode_job, jobs, chunksize=16))
-        else:
-            consume(map(decode_job, jobs))
-        T, size = decode_kwargs["num_frames"], decode_kwargs["size"]
-        S = round(decode_kwargs["sample_rate"] * decode_kwargs["clip_seconds"])
-        return DecodedSplit(
-            index=torch.tensor(rows, dtype=torch.int64),
-            frames=torch.stack(frames) if frames else torch.zeros(0, T, size, size, 3, dtype=torch.uint8),
-            fbank=torch.stack(fbanks) if fbanks else torch.zeros(0, 1, *audio.shape, dtype=fbank_dtype),
-            has_audio=torch.tensor(has_audio, dtype=torch.bool),
-            waveform=(torch.stack(waves) if waves else torch.zeros(0, S)) if keep_waveform else None,
-            skipped=skipped,
-            has_video=torch.tensor(has_video, dtype=torch.bool),
-            padded_frames=torch.tensor(padded_frames, dtype=torch.int32),
-            padded_audio_s=torch.tensor(padded_audio_s, dtype=torch.float32),
-        )
+    return store.SplitPlan(
+        jobs=jobs, num_frames=int(decode_kwargs["num_frames"]), size=int(decode_kwargs["size"]),
+        samples=round(decode_kwargs["sample_rate"] * decode_kwargs["clip_seconds"]), fbank_shape=audio.shape,
+        keep_waveform=keep_waveform,
+    )
 
 
 def corrupt_split(
@@ -135,7 +109,7 @@ def corrupt_split(
                 raise ValueError(f"condition {condition.name} needs waveforms, which this split does not store")
             fbanks = [audio.raw(condition.corrupt(data.waveform[i], data.frames[i], index)[0])
                       for i, index in enumerate(indices)]  # each (1, n_mels, L)
-            out.fbank = torch.stack(fbanks) if fbanks else torch.zeros(0, 1, *audio.shape)
+            out.fbank = torch.stack(fbanks) if fbanks else torch.zeros(0, 1, *audio.shape, dtype=FBANK_DTYPE)
         else:
             parts = [condition.corrupt_frames(data.frames[start : start + chunk], indices[start : start + chunk])
                      for start in range(0, len(indices), chunk)]
@@ -147,11 +121,12 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
     """Set ``audio`` and ``video`` to normalise by the training split's statistics; returns them by name.
 
     Audio: one mean and one std over every fbank value of the clips that have audio, as AST's dataset statistics
-    (the config's ``norm_std_scale`` still divides). Video: per-channel mean and std of the pixels in [0, 1], the role
-    ImageNet's statistics play for a pretrained backbone, from exact per-channel histograms (bit-reproducible).
-    fusionbench's rule for models trained from scratch: with a fixed (0.5, 0.5), the mean frame is 87 % of a synthetic
-    video token's energy and the shape 3.6 % (modsum, measured), and the cross-modal tasks stall on that offset.
-    A split without audio keeps the config's audio statistics; a constant input keeps std 1.
+    (the config's ``norm_std_scale`` still divides). Video: per-channel mean and std of the pixels in [0, 1] of the
+    clips that have video, the role ImageNet's statistics play for a pretrained backbone, from exact per-channel
+    histograms (bit-reproducible). fusionbench's rule for models trained from scratch: with a fixed (0.5, 0.5), the
+    mean frame is 87 % of a synthetic video token's energy and the shape 3.6 % (modsum, measured), and the cross-modal
+    tasks stall on that offset. A split without audio (video) keeps the config's audio (video) statistics; a constant
+    input keeps std 1. Absent modalities' placeholder zeros never enter the statistics.
     """
     stats: dict[str, float] = {}
     fbank = train.fbank[train.has_audio].double()  # (N_audio, 1, n_mels, L)
@@ -160,9 +135,8 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
         audio.norm_mean = mean
         audio.norm_div = audio.norm_std_scale * (std if std > 0 else 1.0)
         stats.update(audio_mean=mean, audio_std=std)
-    if len(train):
-        # exact: per-channel histograms of the uint8 pixels (int64 counts; the sums below are exact in float64)
-        counts = torch.stack([torch.bincount(train.frames[..., c].reshape(-1), minlength=256) for c in range(3)])
+    counts = _pixel_counts(train)  # (3, 256)
+    if counts.sum():
         levels = torch.arange(256, dtype=torch.float64)  # (256,)
         n = counts.sum(1).double()  # (3,)
         mean = counts.double() @ levels / n / 255  # (3,)
@@ -174,12 +148,23 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
     return stats
 
 
+def _pixel_counts(data: DecodedSplit, chunk: int = CORRUPT_CHUNK) -> Tensor:
+    """Per-channel histograms int64 (3, 256) of the uint8 pixels of the clips that have video, ``chunk`` clips at a
+    time (exact; a bounded copy of the memory-mapped frames)."""
+    counts = torch.zeros(3, 256, dtype=torch.int64)
+    for start in range(0, len(data), chunk):
+        frames = data.frames[start : start + chunk][data.has_video[start : start + chunk]]  # (n, T, H, W, 3)
+        for c in range(3):
+            counts[c] += torch.bincount(frames[..., c].reshape(-1), minlength=256)
+    return counts
+
+
 def train_pixel_mean(train: DecodedSplit) -> Tensor:
-    """Per-channel mean pixel in [0, 1] of a split's uint8 frames, float32 (3,) (exact per-channel histograms, as
-    ``fit_normalisation``); mid-grey for an empty split."""
-    if not len(train):
+    """Per-channel mean pixel in [0, 1] of a split's uint8 frames (clips with video), float32 (3,) (exact per-channel
+    histograms, as ``fit_normalisation``); mid-grey for a split without video."""
+    counts = _pixel_counts(train)  # (3, 256)
+    if not counts.sum():
         return torch.full((3,), 0.5)
-    counts = torch.stack([torch.bincount(train.frames[..., c].reshape(-1), minlength=256) for c in range(3)])
     levels = torch.arange(256, dtype=torch.float64)  # (256,)
     return (counts.double() @ levels / counts.sum(1).double() / 255).float()  # (3,)
 
@@ -204,8 +189,10 @@ class AVDataModule(L.LightningDataModule):
         seed: int = 0,
         conditions: Sequence[Condition] = (),
         *,
-        allow_missing_audio: bool = False,
         decode_workers: int | None = None,
+        progress: bool = False,
+        chunk_clips: int = store.CHUNK_CLIPS,
+        min_parallel: int = PARALLEL_DECODE_MIN,
     ) -> None:
         super().__init__()
         if not isinstance(data_cfg, DictConfig):
@@ -213,13 +200,14 @@ class AVDataModule(L.LightningDataModule):
         self.cfg = data_cfg
         self.seed = int(seed)
         self.conditions = list(conditions)
-        self.allow_missing_audio = allow_missing_audio
         self.decode_workers = min(2, os.cpu_count() or 1) if decode_workers is None else int(decode_workers)
-        self.audio_features = AudioFeatures(data_cfg.audio)
+        self.progress, self.chunk_clips, self.min_parallel = progress, int(chunk_clips), int(min_parallel)
+        self.audio_features = store.StoredAudioFeatures(data_cfg.audio)  # raw fbank at the store's precision
         self.video_features = VideoFeatures(data_cfg.video)
         self.spec_augment = SpecAugment(int(data_cfg.audio.freqm), int(data_cfg.audio.timem))
         self.skipped: list[tuple[str, str]] = []
         self.decode_count = 0  # clips decoded by this module (0 on a full cache hit)
+        self.prepare_stats: dict[str, store.SplitStats] = {}  # per split decoded into the store by setup()
         self.corrupt_count = 0  # corrupted splits computed by this module (0 when all came from the cache)
         self.cache: SplitCache | None = None
         self.data: dict[str, DecodedSplit] = {}
@@ -298,8 +286,9 @@ class AVDataModule(L.LightningDataModule):
             "fbank": {
                 "sample_rate": int(a.sample_rate), "num_mel_bins": int(a.num_mel_bins),
                 "frame_length_ms": float(a.frame_length_ms), "frame_shift_ms": float(a.frame_shift_ms),
-                "target_length": int(a.target_length), "dtype": "float32",
+                "target_length": int(a.target_length), "dtype": str(FBANK_DTYPE).removeprefix("torch."),
             },
+            "missing_modality": str(self.cfg.missing_modality),
             "splits": {"rows": hashlib.sha256(json.dumps([c.split for c in self.clips]).encode()).hexdigest(),
                        "waveform": list(WAVEFORM_SPLITS)},
         }
@@ -308,7 +297,8 @@ class AVDataModule(L.LightningDataModule):
         return {
             "num_frames": int(self.cfg.video.num_frames), "size": int(self.cfg.video.size),
             "sample_rate": int(self.cfg.audio.sample_rate), "clip_seconds": float(self.cfg.clip_seconds),
-            "allow_missing_audio": bool(self.allow_missing_audio),
+            # the decoder reports a missing stream; data.missing_modality decides (store.judge)
+            "allow_missing_audio": True, "allow_missing_video": True,
         }
 
     def setup(self, stage: str | None = None) -> None:
@@ -323,18 +313,25 @@ class AVDataModule(L.LightningDataModule):
         self.cache = SplitCache(cache_dir, self.preprocess_params())
         for split in SPLITS:
             members = [(row, c) for row, c in enumerate(clips) if c.split == split]
-
-            def build(members=members, split=split) -> DecodedSplit:
-                self.decode_count += len(members)
-                return decode_split(
-                    members, decode_kwargs=self._decode_kwargs(), audio=self.audio_features,
-                    on_error=self.cfg.on_error, keep_waveform=split in WAVEFORM_SPLITS,
-                    workers=self.decode_workers,
-                )
-
-            data = self.cache.get_or_build(split, build)
-            if data.skipped and self.cfg.on_error == "raise":  # cached by an earlier on_error=skip run
-                path, reason = data.skipped[0]
+            data = self.cache.get(split) if self.cache.dir is not None else None
+            if data is None:
+                plan = split_plan(members, self._decode_kwargs(), self.audio_features, split in WAVEFORM_SPLITS)
+                policies = dict(missing_modality=self.cfg.missing_modality, on_error=self.cfg.on_error,
+                                workers=self.decode_workers, min_parallel=self.min_parallel)
+                if self.cache.dir is None:
+                    data = store.decode_split(plan, self.audio_features, **policies)
+                    self.decode_count += len(members)
+                else:
+                    data, stats = store.prepare_split(self.cache, split, plan, self.audio_features, **policies,
+                                                      chunk=self.chunk_clips, progress=self.progress)
+                    self.decode_count += stats.decoded
+                    self.prepare_stats[split] = stats
+            else:
+                self.prepare_stats[split] = store.SplitStats(split, len(members), 0, 0, len(data), len(data.skipped),
+                                                             0.0, cached=True)
+            failed = [s for s in data.skipped if not store.is_policy_skip(s[1])]
+            if failed and self.cfg.on_error == "raise":  # cached by an earlier on_error=skip run
+                path, reason = failed[0]
                 raise MediaError(path, reason)
             self.data[split] = data
         self.skipped = [s for split in SPLITS for s in self.data[split].skipped]
@@ -353,7 +350,7 @@ class AVDataModule(L.LightningDataModule):
             counts = ", ".join(f"{split} {len(self.data[split].skipped)}" for split in SPLITS)
             first = "; ".join(f"{p}: {r}" for p, r in self.skipped[:3])
             log.warning(
-                "skipped %d of %d clips that failed to decode (%s). First: %s",
+                "skipped %d of %d clips (failed to decode, or data.missing_modality=skip) (%s). First: %s",
                 len(self.skipped), len(clips), counts, first,
             )
 
