@@ -42,6 +42,16 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    """Decode every split (and the corrupted test splits of eval.conditions) into the store; resumable."""
+    from fusionbench.data.store import prepare_config
+
+    cfg = load_config(args.overrides, args.experiment)
+    for line in prepare_config(cfg, workers=args.workers).lines():
+        print(line, flush=True)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -169,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train and evaluate one configuration (one MLflow run)")
     with_config(train)
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    prepare = data_sub.add_parser("prepare", help="decode every split into the cache (uint8 frames, float16 fbank, "
+                                  "memory-mapped), in parallel; resumable after a kill; training then reads it")
+    prepare.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
+    prepare.add_argument("overrides", nargs="*", help="data=<name> (experiments/data/<name>.yaml) and key=value "
+                         "overrides, e.g. data=vggsound data.root=/path/to/VGGSound")
+    prepare.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
+    prepare.set_defaults(func=_cmd_data_prepare)
     train.set_defaults(func=_cmd_train)
 
     sweep = sub.add_parser("sweep", help="run a grid: key=a,b,c lists and a:b ranges over any key")

@@ -216,7 +216,8 @@ def prepare_dataset(cfg: DictConfig, *, workers: int | None = None, probe: bool 
 
 
 def warm_cache(cfg: DictConfig, *, workers: int) -> None:
-    """Decode a run config's data into the tensor cache: every split and each corrupting test condition.
+    """Decode a run config's data into the prepared store: every split and each corrupting test condition
+    (``store.prepare_config``, what ``fusionbench data prepare`` runs).
 
     The sweep does this once per set before its workers start, with ``workers`` decode processes. Otherwise the first
     cells on a set each decode it themselves, one core each and at the same time (measured: +30 s on each of the
@@ -224,15 +225,9 @@ def warm_cache(cfg: DictConfig, *, workers: int) -> None:
     """
     if not cfg.data.cache_dir:
         return
-    from fusionbench.data.datamodule import AVDataModule
-    from fusionbench.evaluate.conditions import parse_condition
+    from fusionbench.data.store import prepare_config
 
-    conditions = [parse_condition(name) for name in cfg.eval.conditions]
-    datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions, decode_workers=workers)
-    datamodule.setup()
-    for condition in conditions:
-        if condition.corrupts:
-            datamodule.corrupted("test", condition)
+    prepare_config(cfg, workers=workers, progress=False)
 
 
 def prepare_cells(cfgs: Iterable[DictConfig], log: Callable[[str], None] = print, *, workers: int | None = None,

@@ -228,16 +228,24 @@ def decoded_status(result: DecodedClip | MediaError) -> tuple[str, str]:
     with the statuses probing gives: a run that decodes anyway reports what decoding found, in the same report."""
     if isinstance(result, MediaError):
         return "skipped", result.reason
+    return presence_status(result.audio_present, result.video_present, result.padded_frames, len(result.frames),
+                           result.padded_audio_s, result.decode_errors)
+
+
+def presence_status(has_audio: bool, has_video: bool, padded_frames: int, num_frames: int, padded_audio_s: float,
+                    decode_errors: int = 0) -> tuple[str, str]:
+    """(status, reason) of a decoded clip from what the store keeps per clip (``decoded_status``'s rules): a missing
+    stream first (padding named in the reason), then ``padded`` (frames repeated, or audio padding of at least
+    ``PAD_TOLERANCE_S``), else ``ok``."""
     pads = []
-    if result.padded_frames:
-        pads.append(f"{result.padded_frames} of {len(result.frames)} frames")
-    if result.padded_audio_s >= PAD_TOLERANCE_S:
-        pads.append(f"{result.padded_audio_s:.2f} s of audio")
+    if padded_frames:
+        pads.append(f"{padded_frames} of {num_frames} frames")
+    if padded_audio_s >= PAD_TOLERANCE_S:
+        pads.append(f"{padded_audio_s:.2f} s of audio")
     notes = [f"padded: {' and '.join(pads)}"] if pads else []
-    if result.decode_errors:
-        notes.append(f"{result.decode_errors} packet(s) failed to decode and were skipped")
-    for present, kind, status in ((result.video_present, "video", "video_missing"),
-                                  (result.audio_present, "audio", "audio_missing")):
+    if decode_errors:
+        notes.append(f"{decode_errors} packet(s) failed to decode and were skipped")
+    for present, kind, status in ((has_video, "video", "video_missing"), (has_audio, "audio", "audio_missing")):
         if not present:
             return status, "; ".join([f"no {kind} stream", *notes])
     return ("padded" if pads else "ok"), "; ".join(notes)
@@ -390,17 +398,29 @@ def check_data(data_cfg: DictConfig, workers: int = 2, progress: bool = True) ->
 
 
 def run_report(datamodule: Any) -> pd.DataFrame:
-    """The data report of a training run: one line per clip the reader kept (``ok``, or ``skipped`` with the decode
-    error of a clip ``data.on_error=skip`` left out), then one per row the reader or the integrity rules left out.
-    Padding is not known here: the decoded-tensor cache keeps no per-clip padding (``data check`` reports it)."""
+    """The data report of a training run: one line per clip the reader kept — ``skipped`` with the reason a clip was
+    left out (a decode error under ``data.on_error=skip``, or ``data.missing_modality=skip``), else the status of
+    what the store holds for it (``presence_status``: ``video_missing`` / ``audio_missing``, ``padded`` with the frames
+    and seconds of audio padded, ``ok``) — then one per row the reader or the integrity rules left out."""
     from fusionbench.config import data_root
 
     failed = {str(path): reason for path, reason in datamodule.skipped}
+    num_frames = int(datamodule.cfg.video.num_frames)
+    stored: dict[int, tuple[str, str]] = {}
+    for data in datamodule.data.values():
+        for row, audio, video, frames, audio_s in zip(
+                data.index.tolist(), data.has_audio.tolist(), data.has_video.tolist(), data.padded_frames.tolist(),
+                data.padded_audio_s.tolist()):
+            stored[row] = presence_status(audio, video, frames, num_frames, audio_s)
     root = data_root(datamodule.cfg)
     names = datamodule.class_names
-    lines = [clip_line(clip, names, *(("skipped", failed[str(clip.path)]) if str(clip.path) in failed else ("ok", "")),
-                       root)
-             for clip in datamodule.clips]
+    lines = []
+    for row, clip in enumerate(datamodule.clips):
+        if row in stored:
+            status = stored[row]
+        else:
+            status = ("skipped", failed.get(str(clip.path), "not decoded"))
+        lines.append(clip_line(clip, names, *status, root))
     return report_frame(lines + left_out_lines(datamodule.records, root))
 
 

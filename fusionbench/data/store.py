@@ -422,7 +422,7 @@ class PrepareReport:
     conditions_cached: list[str]
 
     def lines(self) -> list[str]:
-        out = [f"[data] {self.dataset}: " + "; ".join(s.line() for s in self.splits)]
+        out = [f"[data] {self.dataset} {s.line()}" for s in self.splits]
         if self.conditions or self.conditions_cached:
             parts = [f"{name} in {seconds:.1f} s" for name, seconds in self.conditions]
             parts += [f"{name} (already prepared)" for name in self.conditions_cached]
