@@ -143,6 +143,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from fusionbench.evaluate.profile import run_profiles
+
+    run_profiles(args.overrides, args.experiment, batch=args.batch, warmup=args.warmup, steps=args.steps,
+                 out=args.out or None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusionbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error (config, data)")
@@ -171,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--out", required=True, help="output folder (data_report.csv)")
     check.add_argument("--workers", type=_positive_int, default=2, help="probing processes (default 2)")
     check.set_defaults(func=_cmd_data_check)
+    prepare = data_sub.add_parser("prepare", help="decode every split into the cache (uint8 frames, float16 fbank, "
+                                  "memory-mapped), in parallel; resumable after a kill; training then reads it")
+    prepare.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
+    prepare.add_argument("overrides", nargs="*", help="data=<name> (experiments/data/<name>.yaml) and key=value "
+                         "overrides, e.g. data=vggsound data.root=/path/to/VGGSound")
+    prepare.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
+    prepare.set_defaults(func=_cmd_data_prepare)
 
     def with_config(p: argparse.ArgumentParser) -> None:
         p.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
@@ -179,13 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train and evaluate one configuration (one MLflow run)")
     with_config(train)
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    prepare = data_sub.add_parser("prepare", help="decode every split into the cache (uint8 frames, float16 fbank, "
-                                  "memory-mapped), in parallel; resumable after a kill; training then reads it")
-    prepare.add_argument("--experiment", "-e", default=None, help="experiment YAML merged over experiments/defaults.yaml")
-    prepare.add_argument("overrides", nargs="*", help="data=<name> (experiments/data/<name>.yaml) and key=value "
-                         "overrides, e.g. data=vggsound data.root=/path/to/VGGSound")
-    prepare.add_argument("--workers", type=_positive_int, default=None, help="decoding processes (default: all cores)")
-    prepare.set_defaults(func=_cmd_data_prepare)
     train.set_defaults(func=_cmd_train)
 
     sweep = sub.add_parser("sweep", help="run a grid: key=a,b,c lists and a:b ranges over any key")
@@ -199,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="results/runs.csv, leaderboard.csv, leaderboard.md and plots from MLflow")
     with_config(board)
     board.set_defaults(func=_cmd_leaderboard)
+
+    profile = sub.add_parser("profile", help="per fusion: parameters, FLOPs (forward, forward+backward, dense), "
+                             "train/inference clips/s, peak memory, FLOP utilisation → results/profile.csv")
+    with_config(profile)
+    profile.add_argument("--batch", type=_positive_int, default=8, help="clips per step (default 8)")
+    profile.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    profile.add_argument("--steps", type=_positive_int, default=10, help="timed steps; the median is reported")
+    profile.add_argument("--out", default="results/profile.csv", help="CSV to write ('' = none)")
+    profile.set_defaults(func=_cmd_profile)
 
     lister = sub.add_parser("list", help="registered fusions with parameter counts per preset")
     lister.set_defaults(func=_cmd_list)
