@@ -484,3 +484,28 @@ def test_log_data_report_to_a_real_sqlite_store(clips_root: Path, tmp_path: Path
     }
     logged = pd.read_csv(tr.artifact_dir / "data_report.csv", dtype=str, keep_default_na=False)
     assert rows(logged) == CLIPS_EXPECTED
+
+
+def test_a_run_s_report_names_padding_and_missing_modalities_from_the_store(tmp_path: Path) -> None:
+    """``run_report`` of a datamodule set up from the store: the statuses ``data check`` gives, with the padding
+    decoding counted (frames and seconds of audio) and audio / video marked missing (data.missing_modality=absent)."""
+    from fusionbench.data.datamodule import AVDataModule
+
+    root = tmp_path / "clips"
+    files = write_media(root)
+    for split in ("val", "test"):  # every split needs a clip that decodes
+        shutil.copyfile(files["ok"], root / f"ok_{split}.mp4")
+    (root / "clips.csv").write_text(CLIPS_CSV + "ok_val.mp4,dog,,val\nok_test.mp4,cat,,test\n")
+    cfg = clips_cfg(root, cache_dir=str(tmp_path / "cache"), on_error="skip")
+    AVDataModule(cfg, decode_workers=1).setup()  # fills the store
+    module = AVDataModule(cfg, decode_workers=1)
+    module.setup()
+    assert module.decode_count == 0  # the report comes from what the store keeps per clip
+    got = {r[0]: r[3:] for r in rows(report.run_report(module))}
+    assert got["short.mp4"] == ("padded", "padded: 8 of 16 frames and 0.98 s of audio")
+    assert got["no_audio.mp4"] == ("audio_missing", "no audio stream")
+    assert got["audio_only.mp4"] == ("video_missing", "no video stream")
+    assert got["ok.mp4"] == ("ok", "") and got["missing.mp4"] == ("skipped", "file not found")
+    assert got["late.mp4"][0] == got["corrupt.mp4"][0] == "skipped"
+    checked, _ = report.check_data(cfg, workers=1, progress=False)
+    assert {r[0]: r[3] for r in rows(checked)} == {path: status for path, (status, _) in got.items()}
