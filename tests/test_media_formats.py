@@ -240,14 +240,14 @@ def test_skipped_frames_never_change_the_output(tmp_path: Path, monkeypatch) -> 
         passes.append(skip_nonref)
         return real_decode(*args, skip_nonref=skip_nonref)
 
-    real_window = media._VideoWindow.feed
+    real_send = media._VideoWindow._send
 
-    def feed(self, packet, errors):  # records whether the decoder was told to skip this packet's frame
-        real_window(self, packet, errors)
+    def send(self, packet, t_packet, errors):  # records whether the decoder was told to skip this packet's frame
+        real_send(self, packet, t_packet, errors)
         skipped.append(self.skipping)
 
     monkeypatch.setattr(media, "_decode", spy)
-    monkeypatch.setattr(media._VideoWindow, "feed", feed)
+    monkeypatch.setattr(media._VideoWindow, "_send", send)
     for margin, redecoded in ((media.SHOW_MARGIN_FRAMES, False), (0.0, True)):
         monkeypatch.setattr(media, "SHOW_MARGIN_FRAMES", margin)
         for start in (2.9, 4.0):
@@ -256,6 +256,117 @@ def test_skipped_frames_never_change_the_output(tmp_path: Path, monkeypatch) -> 
             want = [[rgb for t, rgb in every if t <= target + 1e-6][-1] for target in sample_times(8, 2.0, start)]
             assert np.array_equal(clip.frames, np.stack(want)), (margin, start)
             assert any(skipped) and passes == ([True, False] if redecoded else [True]), (margin, start, passes)
+
+
+# --- 3b. decoding only what the window needs -------------------------------------------------------------------------
+GOP_1S = {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=2:threads=1:mbtree=0"}  # a keyframe each second
+
+
+def _oracle(path: Path, num_frames: int, start_s: float, size: int = 32) -> np.ndarray:
+    """Every frame decoded from the start of the file, the one on screen at each target taken (the sampling rule)."""
+    with av.open(str(path)) as c:
+        t0 = (c.start_time or 0) / av.time_base  # times count from the file's first timestamp
+        every = [(f.time - t0, media._to_rgb(f, size)) for f in c.decode(video=0)]
+    return np.stack([[rgb for t, rgb in every if t <= target + 1e-6][-1]
+                     for target in sample_times(num_frames, 2.0, start_s)])  # (T, size, size, 3)
+
+
+def _packets_from(path: Path, t: float) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for p in c.demux(video=0) if p.size and p.pts * p.time_base >= t - 1e-6)
+
+
+@pytest.mark.parametrize("vcodec, vopts", [("libx264", GOP_1S), ("mjpeg", None)])
+def test_only_the_window_is_decoded(tmp_path: Path, vcodec: str, vopts: dict | None) -> None:
+    """A window at 4 s: the 0.25 s audio seek margin lands on the keyframe at 3 s; the packets before the keyframe at
+    4 s are dropped undecoded (H.264), and of an intra-only codec (MJPEG) only the frames on screen are decoded."""
+    path = write(tmp_path / "gop.mkv", "matroska", vcodec, "aac", fps=8, seconds=6.0, vopts=vopts)
+    clip = decode(path, num_frames=8, start_s=4.0)
+    assert np.array_equal(clip.frames, _oracle(path, 8, 4.0))
+    after_key = _packets_from(path, 4.0)  # 16 packets from the keyframe at 4 s to the end
+    assert after_key == 16
+    if vcodec == "libx264":
+        assert clip.video_packets_decoded <= after_key  # the old decoder sent the 8 packets of 3–4 s too
+    else:
+        assert clip.video_packets_decoded <= 8 + 8  # 8 targets: each frame on screen and the one after it
+
+
+NO_SCENECUT = {"g": "8", "bf": "0", "sc_threshold": "1000000000"}  # MPEG-4 P-frames (flat frames that change level
+# every frame are all I-frames otherwise)
+
+
+@pytest.mark.parametrize("vcodec, vopts", [("libx264", GOP_1S), ("mpeg4", NO_SCENECUT)])
+def test_a_lying_keyframe_flag_is_decoded_again_without_dropping(tmp_path: Path, monkeypatch, vcodec: str,
+                                                                 vopts: dict) -> None:
+    """A file that flags every packet as a keyframe (NUT keeps the flags as written; real keyframes at 0 and 1 s):
+    decoding resumes at the frame of 0.5 s, which does not decode as an I-frame (H.264 shows nothing until the real
+    keyframe; MPEG-4 shows the P-frame without its reference), so the window is decoded again dropping nothing."""
+    path = tmp_path / "lying.nut"
+    with av.open(str(path), "w", format="nut") as c:
+        v = c.add_stream(vcodec, rate=8, options=vopts)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        for i in range(16):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), level_at(i / 8), np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in v.encode(frame) + (v.encode(None) if i == 15 else []):
+                packet.is_keyframe = True
+                c.mux(packet)
+    with av.open(str(path)) as c:
+        assert all(p.is_keyframe for p in c.demux(video=0) if p.size)
+    passes, real_decode = [], media._decode
+
+    def spy(*args, skip_nonref):
+        passes.append(skip_nonref)
+        return real_decode(*args, skip_nonref=skip_nonref)
+
+    monkeypatch.setattr(media, "_decode", spy)
+    clip = decode(path, num_frames=2, allow_missing_audio=True)  # targets 0.5 and 1.5 s
+    assert passes == [True, False]
+    assert np.array_equal(clip.frames, _oracle(path, 2, 0.0))
+
+
+def test_two_decoder_threads_give_the_same_clip(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.mp4", "mp4", "libx264", "aac", fps=8, seconds=4.0, vopts=GOP_1S)
+    for start in (0.0, 1.1, 2.0):
+        one, two = decode(path, start_s=start), decode(path, start_s=start, threads=2)
+        assert np.array_equal(one.frames, two.frames) and np.array_equal(one.waveform, two.waveform)
+        assert one.padded_frames == two.padded_frames
+
+
+def test_frames_are_resized_in_swscale_bilinear_then_centre_cropped(tmp_path: Path) -> None:
+    """Short side → size in one swscale call (rgb24, bilinear), then the centre crop: the reference path is PyAV's own
+    ``to_ndarray(width, height, interpolation)`` on every frame of a textured 64×48 clip (→ 43×32 → 32×32)."""
+    path, rng = tmp_path / "wide.mp4", np.random.default_rng(0)
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=8, options={"x264-params": "threads=1:mbtree=0", "crf": "10"})
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        for i in range(16):
+            img = rng.integers(0, 256, (H // 4, W // 4, 3), np.uint8).repeat(4, 0).repeat(4, 1)  # (H, W, 3)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            c.mux(v.encode(frame))
+        c.mux(v.encode(None))
+    clip = decode(path, allow_missing_audio=True)
+    with av.open(str(path)) as c:
+        ref = [f.to_ndarray(width=43, height=32, format="rgb24", interpolation="BILINEAR")[:, 5:37]
+               for f in c.decode(video=0)]  # (32, 32, 3) each
+    assert clip.frames.shape == (16, 32, 32, 3)
+    assert np.array_equal(clip.frames, np.stack(ref))  # 16 targets at 8 fps: every frame once
+
+
+def test_resampling_the_window_at_once_equals_frame_by_frame(tmp_path: Path) -> None:
+    """The mono window is resampled in one call; swresample is a streaming filter, so the samples are those of
+    resampling each decoded frame in turn (the previous code)."""
+    path = write(tmp_path / "a.mkv", "matroska", "mpeg4", "aac", rate=48000, layout="stereo", seconds=2.0)
+    clip = decode(path)
+    resampler, out = av.AudioResampler(format="flt", layout="mono", rate=16000), []
+    with av.open(str(path)) as c:
+        for frame in c.decode(audio=0):
+            mono = av.AudioFrame.from_ndarray(to_mono(frame)[None], format="flt", layout="mono")
+            mono.sample_rate = frame.sample_rate
+            out += [f.to_ndarray()[0] for f in resampler.resample(mono)]
+    out += [f.to_ndarray()[0] for f in resampler.resample(None)]
+    assert np.array_equal(clip.waveform, np.concatenate(out)[:32000])
 
 
 # --- 4. short clips and windows past the end ------------------------------------------------------------------------

@@ -12,17 +12,27 @@ Rules (fusionbench's own where the papers differ):
   (last timestamp + its duration) repeats the last frame; both are counted in ``padded_frames``. Audio missing
   at either end of the window is zeros, counted in ``padded_audio_s``. A window that starts at or after the end of
   the file is a ``MediaError`` (a ``start_s`` given in milliseconds), not T copies of the last frame and silence.
-- **Frames** are resized so the short side is ``size`` and centre-cropped to ``size × size`` (swscale, bilinear).
+- **Frames** are resized so the short side is ``size`` and centre-cropped to ``size × size``: the resize and the
+  conversion to rgb24 are one swscale call (bilinear, ``SWS_BILINEAR``), on the sampled frames only; the crop is a
+  slice of its output. (Unchanged by the speed work of issue 11: frames are bit-identical to commit 7195c19's at any
+  source size, so decoded-tensor caches stay valid.)
 - **Down-mix: the equal-weight mean of all decoded channels** (LFE included), done here on planar float samples,
   not by FFmpeg's mono matrix (which made stereo +3 dB and 5.1 several times louder): a signal identical on every
   channel keeps its level; one on a single channel of C comes out at 1/C of its amplitude. The mono signal is then
-  resampled to ``sample_rate`` by ``av.AudioResampler`` and trimmed/zero-padded to exactly
-  ``S = round(sample_rate · clip_seconds)`` samples (AAC decodes to whole 1024-sample frames).
-- **Speed.** Only the window is decoded: seek to the keyframe before ``start_s``, stop after the last sampled frame
-  and the window's audio, convert only the T sampled frames to RGB. H.264/HEVC decoders also skip the frames that
-  no other frame references and that are not on screen at a target (before and inside the window); the choice is
-  checked against the timestamps of every packet afterwards and the window decoded again without skipping if a
-  skipped frame was needed (variable frame rates), so the frames are always those of a full decode.
+  resampled to ``sample_rate`` by ``av.AudioResampler`` (the window's samples in one call: the same samples as frame
+  by frame) and trimmed/zero-padded to exactly ``S = round(sample_rate · clip_seconds)`` samples (AAC decodes to
+  whole 1024-sample frames).
+- **Speed.** Only the window is decoded: seek to the keyframe before ``start_s`` (0.25 s earlier when there is
+  audio), stop after the last sampled frame and the window's audio, convert only the T sampled frames to RGB.
+  Video packets are held back from the decoder until a target may need them, and those before a keyframe at or
+  before the next target are dropped undecoded (the seek margin, an unseekable file read from its start, or an
+  intra-only codec such as MJPEG, of which only the frames on screen and the next are decoded). H.264/HEVC decoders
+  also skip the frames that no other frame references and that are not on screen at a target. Both choices are
+  checked afterwards, against the timestamps of every packet read and (for a dropped stretch) against the picture
+  type of the keyframe decoding resumed at, and the window is decoded again without dropping or skipping if one
+  was wrong (variable frame rates; a container that flags P-frames as keyframes), so the frames are always those
+  of a full decode. ``threads`` (default 1: a pool already has one process per core) turns on FFmpeg's frame and
+  slice threading. ``benchmarks/decode_speed.py`` measures all of this against commit 7195c19.
 - **Errors.** An isolated packet that fails to demux or decode (an MPEG-PS audio packet cut by a seek) is skipped
   and counted in ``decode_errors``; the clip fails only when the window cannot be filled: no decodable video
   frame, audio packets that all fail, or more than ``MAX_ERROR_FRACTION`` of the packets read failing. Every
@@ -80,6 +90,7 @@ class DecodedClip:
     padded_audio_s: float = 0.0  # seconds of the window's audio that are zeros because the stream does not cover them
     decode_errors: int = 0  # packets that failed to demux or decode and were skipped
     duration_s: float | None = None  # the file's duration as the container states it (None if it does not)
+    video_packets_decoded: int = 0  # video packets sent to the decoder (skipped non-reference frames included)
 
     @property
     def audio_present(self) -> bool:
@@ -132,14 +143,19 @@ def decode_clip(
     start_s: float = 0.0,
     allow_missing_audio: bool = False,
     allow_missing_video: bool = False,
+    threads: int = 1,
 ) -> DecodedClip:
     """Decode ``num_frames`` frames and ``round(sample_rate·clip_seconds)`` mono samples of the window that starts
-    ``start_s`` seconds (not milliseconds) after the file's first timestamp."""
+    ``start_s`` seconds (not milliseconds) after the file's first timestamp. ``threads`` > 1 turns on the video
+    decoder's frame/slice threading (the same frames); 1, the default, suits a pool with one process per core."""
     path = Path(path)
     if not math.isfinite(start_s) or start_s < 0:
         raise MediaError(path, f"window start {start_s} s is not a time in the file")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, not {threads}")
     container = _open(path)
-    args = (path, num_frames, size, sample_rate, clip_seconds, start_s, allow_missing_audio, allow_missing_video)
+    args = (path, num_frames, size, sample_rate, clip_seconds, start_s, allow_missing_audio, allow_missing_video,
+            threads)
     try:
         with container:
             clip, verified = _decode(container, *args, skip_nonref=True)
@@ -244,7 +260,8 @@ def _decode_packet(packet: av.Packet, errors: _ErrorCounter) -> list:
 
 def _decode(
     container: av.container.InputContainer, path: Path, num_frames: int, size: int, sample_rate: int,
-    clip_seconds: float, start_s: float, allow_missing_audio: bool, allow_missing_video: bool, skip_nonref: bool,
+    clip_seconds: float, start_s: float, allow_missing_audio: bool, allow_missing_video: bool, threads: int,
+    skip_nonref: bool,
 ) -> tuple[DecodedClip | None, bool]:
     """One pass over the window → (clip, True), or (None, False) if a skipped frame was needed after all."""
     vstream = container.streams.video[0] if container.streams.video else None
@@ -270,7 +287,8 @@ def _decode(
     errors = _ErrorCounter(path)
     n = round(sample_rate * clip_seconds)
 
-    video = _VideoWindow(vstream, t0, sample_times(num_frames, clip_seconds, start_s), skip_nonref) if vstream else None
+    targets = sample_times(num_frames, clip_seconds, start_s)  # (T,)
+    video = _VideoWindow(vstream, t0, targets, skip_nonref, threads) if vstream else None
     audio = _AudioWindow(astream, t0, start_s, end_s, sample_rate) if astream else None
     streams = [s for s in (vstream, astream) if s is not None]
     for packet in _packets(container, streams, errors):
@@ -283,6 +301,9 @@ def _decode(
             break
 
     if video is not None:
+        video.finish(errors)  # packets still held back (the file ended, or its packets could not be read)
+        if video.unconfirmed:  # decoding resumed at a "keyframe" that did not decode as one: decode every packet
+            return None, False
         if video.last is None:
             raise MediaError(path, "no decodable video frame in the window"
                                    + (f" ({errors.failed} packets failed)" if errors.failed else ""))
@@ -308,42 +329,92 @@ def _decode(
     clip = DecodedClip(
         frames, waveform, has_audio=audio is not None, video_present=video is not None,
         padded_frames=padded_frames, padded_audio_s=float(padded_audio_s), decode_errors=errors.failed,
-        duration_s=duration,
+        duration_s=duration, video_packets_decoded=video.decoded if video is not None else 0,
     )
     return clip, True
 
 
 class _VideoWindow:
-    """The frames on screen at the target times, converted to RGB only when chosen."""
+    """The frames on screen at the target times, converted to RGB only when chosen.
+
+    Packets are held back from the decoder until a target may need them: a keyframe at or before the next target
+    that no frame has been chosen for yet makes every packet held before it useless (no frame before that keyframe
+    can be on screen at a later target), so those are dropped undecoded (``lazy``)."""
 
     EPS = 1e-6
 
-    def __init__(self, stream: av.video.stream.VideoStream, t0: float, targets: np.ndarray, skip_nonref: bool):
+    def __init__(self, stream: av.video.stream.VideoStream, t0: float, targets: np.ndarray, skip_nonref: bool,
+                 threads: int = 1):
         self.stream, self.t0, self.targets = stream, t0, targets  # (T,) seconds from the file's start
-        stream.codec_context.thread_count = 1  # frame threading makes tiny clips 2–3× slower
+        context = stream.codec_context
+        if threads > 1:
+            context.thread_type, context.thread_count = "AUTO", threads
+        else:
+            context.thread_count = 1  # frame threading makes tiny clips 2–3× slower
         self.chosen: list[av.VideoFrame | None] = [None] * len(targets)
         self.next, self.last, self.first = 0, None, None
         self.last_t = -math.inf
         rate = stream.average_rate or stream.guessed_rate
         self.frame_s = float(1 / rate) if rate else 0.0
-        self.skip_allowed = skip_nonref and self.frame_s > 0 and stream.codec_context.name in SKIP_NONREF_CODECS
+        self.skip_allowed = skip_nonref and self.frame_s > 0 and context.name in SKIP_NONREF_CODECS
         self.skipping = self.skipped_any = False
-        self.sent: list[float] = []  # the timestamp of every packet sent to the decoder, skipped or not
+        self.hold_allowed = skip_nonref  # hold packets back, and drop those a later keyframe makes useless
+        self.lazy = False  # packets are being held back
+        self.held: list[tuple[av.Packet, float | None]] = []
+        self.dropped_any = self.replaced = False
+        self.unconfirmed: list[float] = []  # times of keyframes decoding resumed at, not yet decoded as I-frames
+        self.sent: list[float] = []  # the timestamp of every packet read: sent to the decoder, skipped or dropped
+        self.decoded = 0  # packets sent to the decoder
         self.tb = float(stream.time_base) if stream.time_base else 0.0
         self.target_list = targets.tolist()
         self.done = False
 
     def feed(self, packet: av.Packet, errors: _ErrorCounter) -> None:
         t_packet = packet.pts * self.tb - self.t0 if packet.pts is not None else None
+        if t_packet is not None:
+            self.sent.append(t_packet)
+        key_for_next = (self.hold_allowed and packet.is_keyframe and t_packet is not None
+                        and t_packet <= self.targets[self.next] + self.EPS)  # every target left is at or after it
+        if key_for_next:
+            self.replaced = bool(self.held)  # packets dropped for this keyframe: it must decode as one (_take)
+            self.dropped_any |= self.replaced
+            self.lazy, self.held = True, [(packet, t_packet)]  # what came before is never on screen at a target
+            return
+        if self.lazy:
+            if t_packet is not None and t_packet <= self.targets[self.next] + self.EPS:
+                self.held.append((packet, t_packet))  # a keyframe at or before the next target may still come
+                return
+            self._release(errors)  # this packet shows after the next target (or has no time): decode from here on
+            if self.done:
+                return
+        self._send(packet, t_packet, errors)
+
+    def _release(self, errors: _ErrorCounter) -> None:
+        """Send the packets held back, in order; decoding goes on packet by packet from here."""
+        held, self.held = self.held, []
+        self.lazy = False
+        if self.replaced:
+            self.unconfirmed.append(held[0][1])
+            self.replaced = False
+        for packet, t_packet in held:
+            self._send(packet, t_packet, errors)
+            if self.done:
+                return
+
+    def finish(self, errors: _ErrorCounter) -> None:
+        """The packets are all read: decode those still held back."""
+        if self.held and not self.done:
+            self._release(errors)
+
+    def _send(self, packet: av.Packet, t_packet: float | None, errors: _ErrorCounter) -> None:
         if t_packet is None:
             self.skip_allowed = False  # nothing to decide (or verify) by: decode every frame from here on
-        else:
-            self.sent.append(t_packet)
         skip = self.skip_allowed and not self._may_show(t_packet)
         if skip != self.skipping:  # the decoder drops non-reference frames (cheap) while this is on
             self.stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
             self.skipping = skip
         self.skipped_any |= skip
+        self.decoded += int(packet.size > 0)
         for frame in _decode_packet(packet, errors):
             self._take(frame)
             if self.done:
@@ -355,6 +426,8 @@ class _VideoWindow:
         while self.next < T and t > self.targets[self.next] + self.EPS:  # the previous frame was on screen then
             self.chosen[self.next] = self.last if self.last is not None else frame
             self.next += 1
+        if self.unconfirmed and frame.key_frame and frame.pict_type == av.video.frame.PictureType.I:
+            self.unconfirmed = [u for u in self.unconfirmed if abs(u - t) > 1e-4]
         if self.first is None:
             self.first = (t, frame)
         self.last, self.last_t = frame, t
@@ -372,8 +445,12 @@ class _VideoWindow:
         return i < len(self.target_list) and self.target_list[i] < t + SHOW_MARGIN_FRAMES * self.frame_s
 
     def verified(self) -> bool:
-        """Whether each chosen frame is the one on screen by the timestamps of all packets sent, skipped or not."""
-        if not self.skipped_any:
+        """Whether each chosen frame is the one on screen by the timestamps of all packets read (sent, skipped or
+        dropped), and each keyframe that decoding resumed at after dropping packets decoded as a keyframe (a
+        container that flags frames as keyframes wrongly would leave them without their references)."""
+        if self.unconfirmed:
+            return False
+        if not (self.skipped_any or self.dropped_any):
             return True
         sent = np.sort(np.asarray(self.sent))  # (P,)
         for target, frame in zip(self.targets, self.chosen):
@@ -415,7 +492,9 @@ class _AudioWindow:
         self.t0, self.start_s, self.end_s, self.rate = t0, start_s, end_s, sample_rate
         self.tb = float(stream.time_base) if stream.time_base else 0.0
         self.resampler: av.AudioResampler | None = None
-        self.chunks: list[np.ndarray] = []
+        self.chunks: list[np.ndarray] = []  # output-rate samples
+        self.queued: list[np.ndarray] = []  # source-rate samples not yet resampled, at queued_rate
+        self.queued_rate = 0
         self.audio_t0: float | None = None  # time of the first sample kept
         self.decoded = 0  # frames decoded (any time)
         self.next_t = 0.0  # the time of the next sample the stream should deliver
@@ -452,18 +531,31 @@ class _AudioWindow:
                 self.done = True
 
     def _add(self, mono: np.ndarray, rate: int) -> None:
+        """Queue source-rate mono samples; they are resampled together (``_resample``) when the rate changes or the
+        window is complete: one call instead of one per frame, the same samples (swresample is a streaming filter)."""
         if rate == self.rate and self.resampler is None:
             self.chunks.append(mono)
             return
         if self.resampler is None:
             self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        if self.queued and rate != self.queued_rate:
+            self._resample()
+        self.queued.append(mono)
+        self.queued_rate = rate
+
+    def _resample(self) -> None:
+        if not self.queued:
+            return
+        mono = np.concatenate(self.queued) if len(self.queued) > 1 else self.queued[0]  # (n,)
+        self.queued = []
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono[None]), format="flt", layout="mono")  # (1, n)
-        frame.sample_rate = rate
+        frame.sample_rate = self.queued_rate
         self.chunks.extend(f.to_ndarray()[0] for f in self.resampler.resample(frame))  # (n',) each
 
     def waveform(self, n: int) -> tuple[np.ndarray, int]:
         """Exactly n samples from ``start_s`` (float32 (n,)) and how many of them the stream delivered."""
         if self.resampler is not None:
+            self._resample()
             self.chunks.extend(f.to_ndarray()[0] for f in self.resampler.resample(None))  # flush
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
         offset = round(((self.audio_t0 if self.audio_t0 is not None else self.start_s) - self.start_s) * self.rate)
