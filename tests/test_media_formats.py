@@ -369,6 +369,19 @@ def test_resampling_the_window_at_once_equals_frame_by_frame(tmp_path: Path) -> 
     assert np.array_equal(clip.waveform, np.concatenate(out)[:32000])
 
 
+def test_iso_media_is_opened_without_a_probe_decode_and_decodes_the_same(tmp_path: Path, monkeypatch) -> None:
+    """mp4/mov headers carry every stream's parameters: FFmpeg's probe skips decoding their first keyframe; the clip
+    is the one a fully probed container gives. Other containers are probed as FFmpeg does."""
+    mp4 = write(tmp_path / "a.mp4", "mp4", "libx264", "aac", fps=8, seconds=4.0, vopts=GOP_1S)
+    mkv = write(tmp_path / "a.mkv", "matroska", "libx264", "aac", fps=8, seconds=4.0, vopts=GOP_1S)
+    assert media._probe_options(mp4) and media._probe_options(mkv) is None
+    with media._open(mp4) as c:
+        assert c.streams.video[0].codec_context.pix_fmt is None  # the probe decoded nothing
+    fast = [decode(mp4, start_s=s) for s in (0.0, 1.3)]
+    monkeypatch.setattr(media, "_probe_options", lambda path: None)
+    for clip, full in zip(fast, [decode(mp4, start_s=s) for s in (0.0, 1.3)]):
+        assert np.array_equal(clip.frames, full.frames) and np.array_equal(clip.waveform, full.waveform)
+
 # --- 4. short clips and windows past the end ------------------------------------------------------------------------
 def test_a_short_clip_is_padded_and_the_padding_counted(tmp_path: Path) -> None:
     path = write(tmp_path / "short.mkv", "matroska", "mpeg4", "flac", seconds=1.0)  # 1 s of 2
