@@ -111,17 +111,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _write_leaderboard(experiment: str | None, overrides: list[str]) -> None:
+def _write_leaderboard(experiment: str | None, overrides: list[str], pareto_x: str = "gflops") -> None:
     from fusionbench.leaderboard import write_leaderboard
 
     cfg = load_config([o for o in overrides if o.startswith("tracking.")], experiment)
-    paths = write_leaderboard(project_path(cfg.tracking.store), cfg.tracking.experiment, project_path("results"))
+    paths = write_leaderboard(project_path(cfg.tracking.store), cfg.tracking.experiment, project_path("results"),
+                              pareto_x=pareto_x)
     for path in paths.values() if isinstance(paths, dict) else paths:
         print(f"wrote {path}")
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    _write_leaderboard(args.experiment, args.overrides)
+    _write_leaderboard(args.experiment, args.overrides, args.pareto_x)
     return 0
 
 
@@ -206,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = sub.add_parser("leaderboard", help="results/runs.csv, leaderboard.csv, leaderboard.md and plots from MLflow")
     with_config(board)
+    from fusionbench.reports.columns import PARETO_X
+
+    board.add_argument("--pareto-x", choices=list(PARETO_X), default="gflops",
+                       help="the Pareto plot's cost axis (default gflops)")
     board.set_defaults(func=_cmd_leaderboard)
 
     profile = sub.add_parser("profile", help="per fusion: parameters, FLOPs (forward, forward+backward, dense), "

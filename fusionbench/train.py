@@ -16,6 +16,7 @@ from fusionbench.data.prepare import log_leak_probe
 from fusionbench.data.report import log_data_report, run_report, summarise
 from fusionbench.evaluate.conditions import parse_condition
 from fusionbench.evaluate.efficiency import count_params, forward_flops
+from fusionbench.evaluate.profile import PeakMemory, count_flops
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
 from fusionbench.registry import create_model
 from fusionbench.tasks.classify import ClassifyTask
@@ -123,9 +124,16 @@ def run(cfg: DictConfig) -> str:
 
         callbacks = [EpochLine(label), MLflowEpochMetrics(tracked), DivergenceCheck(), *_stopping(cfg.train)]
         trainer = _trainer(cfg, callbacks)
+        peak = PeakMemory(trainer.strategy.root_device)
         trainer.fit(task, datamodule=datamodule)
         train_s = time.perf_counter() - start
-        tracked.log_metrics({"train/epochs": trainer.current_epoch})  # < max_epochs when stop_val_loss stopped it
+        tracked.log_metrics({
+            "train/epochs": trainer.current_epoch,  # < max_epochs when stop_val_loss stopped it
+            # cost beside accuracy (fusionbench profile measures it apart, without data loading or validation)
+            "cost/train_clips_s": train_clips * trainer.current_epoch / train_s,
+            "cost/peak_mem_mb": peak.read(),
+            "model/gflops_fwd_bwd": count_flops(task.model, backward=True) / 1e9,
+        })
         if not trainer.is_global_zero:  # DDP: final evaluation on one device (the test sampler would pad the set)
             return tracked.run_id
         start = time.perf_counter()

@@ -38,7 +38,7 @@ def log_run(store: Path, fusion: str, seed: int, metrics: dict[str, float], pres
 def cost(gflops: float | None) -> dict[str, float]:
     out = {"model/params": 2.5e6, "time/train_s": 12.0}
     if gflops is not None:
-        out["model/gflops"] = gflops
+        out.update({"model/gflops": gflops, "cost/train_clips_s": 100.0 / gflops, "cost/peak_mem_mb": 10.0 * gflops})
     return out
 
 
@@ -86,6 +86,7 @@ def test_leaderboard_mean_std_ci_match_hand_computation(board: dict) -> None:
     assert r["mean"] == pytest.approx(0.74) and r["std"] == pytest.approx(0.04) and r["n_seeds"] == 3
     assert r["ci95_low"] == pytest.approx(0.74 - half) and r["ci95_high"] == pytest.approx(0.74 + half)
     assert r["params"] == 2.5e6 and r["gflops"] == 1.0
+    assert r["train_clips_s"] == 100.0 and r["peak_mem_mb"] == 10.0  # the entry's cost beside its scores
     early = lb[(lb.fusion == "early") & (lb.condition == "av") & (lb.metric == "top1")].iloc[0]
     assert early["mean"] == pytest.approx(0.84) and early["n_seeds"] == 3  # the superseded 0.10 is not counted
     mbt = lb[(lb.fusion == "mbt") & (lb.condition == "av")].iloc[0]
@@ -129,8 +130,25 @@ def test_markdown_table_shows_percent_seeds_and_bolds_no_tie(board: dict) -> Non
     assert "| 90.0 |" in rows["mbt"]
     assert rows["late (small)"].split(" | ")[1] == "3" and rows["mbt"].split(" | ")[1] == "1"  # seeds column
     assert "2.50 M" in rows["early"]
+    assert header.endswith("| params | GFLOPs | train clips/s | peak MiB |")
+    assert rows["early"].endswith("| 2.50 M | 2 | 50 | 20 |")  # cost beside accuracy
     assert "7 finished runs" not in md and "8 finished runs" in md
     assert md.rstrip().endswith("- leak probe: audio-only model at chance")
+
+
+@pytest.mark.parametrize("x_column", ["gflops", "train_clips_s"])
+def test_pareto_front_on_any_cost_axis(board: dict, x_column: str) -> None:
+    """The front is the same entries whether the axis is a cost (GFLOPs: less is cheaper) or a rate (clips/s: more
+    is cheaper): late (tiny), late, mbt; early (2 GFLOPs, 84 %) is dominated by mbt (1.5, 90 %)."""
+    from fusionbench.reports.markdown import entry_table
+    from fusionbench.reports.plots import pareto_figure
+
+    lb = pd.read_csv(board["paths"]["leaderboard"])
+    fig = pareto_figure(lb, "synth-joint", "top1", entry_table(lb, "synth-joint", "top1"), x_column)
+    front = next(line for line in fig.axes[0].lines if line.get_label() == "Pareto front")
+    assert sorted(front.get_ydata().round(1)) == [60.0, 74.0, 90.0]
+    with pytest.raises(ValueError, match="not one of"):
+        pareto_figure(lb, "synth-joint", "top1", entry_table(lb, "synth-joint", "top1"), "top1")
 
 
 def test_robustness_auc_and_effective_robustness(board: dict) -> None:

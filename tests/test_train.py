@@ -76,6 +76,11 @@ def test_run_record_contents(joint_env):
     for name in ("model/params", "model/gflops", "time/train_s", "val/top1", "train/loss"):
         assert row[f"metrics.{name}"] > 0, name
     assert row["metrics.train/epochs"] == 12  # stop_val_loss off: every epoch ran
+    # cost beside accuracy: a training step is > 2 forwards; the clip rate is the clips × epochs over the fit time
+    assert row["metrics.model/gflops_fwd_bwd"] > 2 * row["metrics.model/gflops"]
+    clips = row["metrics.data/train_clips"] * 12 / row["metrics.time/train_s"]
+    assert row["metrics.cost/train_clips_s"] == pytest.approx(clips, rel=0.05)
+    assert row["metrics.cost/peak_mem_mb"] >= 0
     # Late fusion's audio-only and video-only logits are its two streams: each sees one factor of 16 classes.
     assert row["metrics.test/audio_only/top1"] < row["metrics.test/av/top1"]
     client = tracking.client(cfg.tracking.store)

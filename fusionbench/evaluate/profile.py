@@ -192,6 +192,18 @@ def _peak_mb(device: torch.device, baseline: float) -> float:
     return max(0.0, peak - baseline)
 
 
+class PeakMemory:
+    """The peak memory of what runs between construction and ``read()`` (CUDA max allocated; CPU peak RSS growth,
+    as ``profile_model`` measures them)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.baseline = _reset_peak(self.device)
+
+    def read(self) -> float:
+        return _peak_mb(self.device, self.baseline)
+
+
 def profile_model(
     model: FusionModel, *, fusion: str, preset: str, batch: int = 8, warmup: int = 3, steps: int = 10,
     precision: str = "32-true", matmul_flops_s: float | None = None,

@@ -9,6 +9,9 @@ COST_METRICS = {  # runs.csv column → MLflow metric
     "params": "model/params",
     "gflops": "model/gflops",
     "gflops_masked": "model/gflops_masked",
+    "gflops_fwd_bwd": "model/gflops_fwd_bwd",  # one training step's FLOPs per clip (FlopCounterMode)
+    "train_clips_s": "cost/train_clips_s",  # training clips per second of fit wall time (validation included)
+    "peak_mem_mb": "cost/peak_mem_mb",  # CUDA max allocated; CPU peak RSS growth over the fit
     "train_s": "time/train_s",
     "test_s": "time/test_s",
     "epochs": "train/epochs",  # epochs run: fewer than train.max_epochs where train.stop_val_loss stopped the run
@@ -34,7 +37,7 @@ REFERENCE_METRICS = {  # column → MLflow metric logged by train.py: what a mod
 
 LEADERBOARD_COLUMNS = [
     "fusion", "dataset", "condition", "metric", "mean", "std", "n_seeds", "ci95_low", "ci95_high",
-    "params", "gflops", "preset", "config_hash",
+    "params", "gflops", "train_clips_s", "peak_mem_mb", "preset", "config_hash",
     *PROBE_METRICS, "leak_probe_leak",  # the entry's probe (mean over its runs; leak: any run's)
     "chance", "majority",  # the entry's reference rates (mean over its runs; NaN where not logged)
 ]
@@ -43,7 +46,14 @@ ROBUSTNESS_COLUMNS = [
     "auc", "relative_auc", "effective_robustness", "n_seeds",
     "chance", "majority",  # relative_auc / effective_robustness are NaN unless clean is above both (see robustness)
 ]
-GROUP = ["fusion", "dataset", "preset", "config_hash"]  # one leaderboard entry (seeds are averaged within it)
+GROUP = ["fusion", "dataset", "preset", "config_hash"]
+ENTRY_COST = ["params", "gflops", "train_clips_s", "peak_mem_mb"]  # an entry's cost beside its scores (run means)
+PARETO_X = {  # leaderboard.csv column → the Pareto plot's x-axis label (any cost can be the x-axis)
+    "gflops": "GFLOPs per clip (forward)",
+    "params": "parameters",
+    "train_clips_s": "training clips / s (higher is cheaper)",
+    "peak_mem_mb": "peak memory (MiB)",
+}  # one leaderboard entry (seeds are averaged within it)
 CLEAN_CONDITIONS = ["av", "audio_only", "video_only"]
 CORRUPTION_KINDS = ["audio_snr", "video_noise", "video_occlusion", "video_occlusion_black"]
 _CORRUPTION = re.compile(r"^(audio_snr|video_noise|video_occlusion_black|video_occlusion)_(-?\d+(?:\.\d+)?)$")

@@ -20,5 +20,9 @@ def _fmt_gflops(x: float) -> str:
     return "–" if not np.isfinite(x) else f"{x:.3g}"
 
 
+def _fmt_rate(x: float) -> str:
+    return "–" if not np.isfinite(x) else f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

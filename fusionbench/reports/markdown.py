@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from fusionbench.reports.columns import BOUNDED_METRICS, GROUP, condition_order
-from fusionbench.reports.fmt import _fmt_count, _fmt_gflops, _pct
+from fusionbench.reports.fmt import _fmt_count, _fmt_gflops, _fmt_rate, _pct
 from fusionbench.reports.robustness import SAME_SCORE as DEGENERATE_ATOL
 from fusionbench.reports.robustness import reference_rate
 
@@ -122,7 +122,7 @@ def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd
     conditions = sorted(sel["condition"].unique(), key=condition_order)
     percent = metric in BOUNDED_METRICS
     bold = {cond: best_untied(sel[sel["condition"] == cond]) for cond in conditions}
-    header = ["fusion", "seeds", *conditions, "params", "GFLOPs"]
+    header = ["fusion", "seeds", *conditions, "params", "GFLOPs", "train clips/s", "peak MiB"]
     lines = [f"| {' | '.join(header)} |", f"|{'|'.join(['---'] + ['--:'] * (len(header) - 1))}|"]
     for _, entry in entries.iterrows():
         mine = sel.reset_index().merge(entry[GROUP].to_frame().T, on=GROUP).set_index("index")
@@ -142,7 +142,8 @@ def dataset_markdown(board: pd.DataFrame, dataset: str, metric: str, entries: pd
             cells.append(text)
         first = mine.iloc[0]
         lines.append(f"| {entry['label']} | {n_row} | {' | '.join(cells)} | {_fmt_count(first['params'])} | "
-                     f"{_fmt_gflops(first['gflops'])} |")
+                     f"{_fmt_gflops(first['gflops'])} | {_fmt_rate(first['train_clips_s'])} | "
+                     f"{_fmt_rate(first['peak_mem_mb'])} |")
     refs = {c: sel[c].dropna().mean() if c in sel and sel[c].notna().any() else math.nan
             for c in ("chance", "majority")}
     ref_note = []

@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from fusionbench.reports.columns import BOUNDED_METRICS, CORRUPTION_KINDS, GROUP, condition_kind, severity
+from fusionbench.reports.columns import (BOUNDED_METRICS, CORRUPTION_KINDS, COST_METRICS, GROUP, PARETO_X,
+                                         condition_kind, severity)
 
 
 def _fusion_colours() -> dict[str, str]:
@@ -98,9 +99,10 @@ def _pyplot():
     return plt
 
 
-def pareto_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame) -> bytes | str:
+def pareto_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame,
+                x_column: str = "gflops") -> bytes | str:
     """:func:`pareto_figure` as PNG bytes, or the note why there is none."""
-    fig = pareto_figure(board, dataset, metric, entries)
+    fig = pareto_figure(board, dataset, metric, entries, x_column)
     return fig if isinstance(fig, str) else _png(fig)
 
 
@@ -110,23 +112,30 @@ def robustness_plot(board: pd.DataFrame, dataset: str, metric: str, entries: pd.
     return fig if isinstance(fig, str) else _png(fig)
 
 
-def pareto_figure(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame):
-    """Score on ``av`` vs GFLOPs with 95 % CI bars and the Pareto front (a matplotlib Figure), or a note why not."""
+def pareto_figure(board: pd.DataFrame, dataset: str, metric: str, entries: pd.DataFrame, x_column: str = "gflops"):
+    """Score on ``av`` vs a cost (``x_column``, one of ``PARETO_X``: GFLOPs by default) with 95 % CI bars and the
+    Pareto front (a matplotlib Figure), or a note why not. For a rate (clips/s) higher is cheaper: the front runs
+    the other way."""
+    if x_column not in PARETO_X:
+        raise ValueError(f"pareto x-axis {x_column!r} is not one of {', '.join(PARETO_X)}")
     sel = board[(board["dataset"] == dataset) & (board["metric"] == metric) & (board["condition"] == "av")]
-    sel = sel[np.isfinite(sel["gflops"].astype(float))] if len(sel) else sel
+    sel = sel[np.isfinite(sel[x_column].astype(float))] if len(sel) else sel
     if sel.empty:
-        return f"{dataset}: no Pareto plot (no run logged `model/gflops` together with `test/av/{metric}`)."
+        metric_name = COST_METRICS.get(x_column, x_column)
+        return f"{dataset}: no Pareto plot (no run logged `{metric_name}` together with `test/av/{metric}`)."
     plt = _pyplot()
     scale = _scale(metric)
     sel = sel.merge(entries.reset_index().rename(columns={"index": "_o"}), on=GROUP, how="left")
     sel = sel.sort_values("_o").reset_index(drop=True)
-    x, y = sel["gflops"].to_numpy(float), sel["mean"].to_numpy(float) * scale
+    x, y = sel[x_column].to_numpy(float), sel["mean"].to_numpy(float) * scale
+    cheaper_up = x_column == "train_clips_s"  # a rate: more is cheaper
+    xs = -x if cheaper_up else x
     err = _errors(y, sel["ci95_low"].to_numpy(float) * scale, sel["ci95_high"].to_numpy(float) * scale)
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
     for i, style in enumerate(_styles(sel)):
         ax.errorbar(x[i], y[i], yerr=err[:, i : i + 1], fmt=style["marker"], color=style["color"], capsize=3,
                     ms=7, label=sel["label"].iloc[i])
-    order = np.lexsort((-y, x))
+    order = np.lexsort((-y, xs))
     front, top = [], -np.inf
     for i in order:
         if y[i] > top:
@@ -137,9 +146,9 @@ def pareto_figure(board: pd.DataFrame, dataset: str, metric: str, entries: pd.Da
     if x.min() > 0 and x.max() / x.min() > 20:
         ax.set_xscale("log")
     _yrange(ax, metric)
-    ax.set_xlabel("GFLOPs per clip (dense)")
+    ax.set_xlabel(PARETO_X[x_column])
     ax.set_ylabel(_axis_label(metric, "on av, mean ± 95% CI "))
-    ax.set_title(f"{dataset}: accuracy vs compute")
+    ax.set_title(f"{dataset}: accuracy vs {'compute' if x_column == 'gflops' else x_column}")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()

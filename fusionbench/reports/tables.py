@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fusionbench.reports.columns import (BOUNDED_METRICS, COST_METRICS, GROUP, LEADERBOARD_COLUMNS, PROBE_COLUMNS,
+from fusionbench.reports.columns import (BOUNDED_METRICS, COST_METRICS, ENTRY_COST, GROUP, LEADERBOARD_COLUMNS, PROBE_COLUMNS,
                                       PROBE_METRICS, REFERENCE_METRICS, RUN_KEYS, condition_order)
 from fusionbench.reports.probe import _union_leak
 from fusionbench.reports.stats import summarize
@@ -16,13 +16,13 @@ def leaderboard_table(table: pd.DataFrame) -> pd.DataFrame:
                and c not in REFERENCE_METRICS]
     if table.empty or not metrics:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
-    long = table.melt(id_vars=[*GROUP, "condition", "seed", "params", "gflops"], value_vars=metrics,
+    long = table.melt(id_vars=[*GROUP, "condition", "seed", *ENTRY_COST], value_vars=metrics,
                       var_name="metric", value_name="value").dropna(subset=["value"])
     rows = []
     for key, group in long.groupby([*GROUP, "condition", "metric"], sort=False, dropna=False):
         row = dict(zip([*GROUP, "condition", "metric"], key))
         row.update(summarize(group["value"], (0.0, 1.0) if key[-1] in BOUNDED_METRICS else None))
-        row["params"], row["gflops"] = group["params"].mean(), group["gflops"].mean()
+        row.update({c: group[c].mean() for c in ENTRY_COST})
         rows.append(row)
     board = pd.DataFrame(rows)
     if set(PROBE_COLUMNS) <= set(table.columns):  # the entry's probe: one per run, whatever the conditions

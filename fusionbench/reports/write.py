@@ -29,8 +29,9 @@ OWNED = [f"{kind}_*.png" for kind in PLOTS]  # files of this set even where an o
 
 
 def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = "results",
-                      notes: list[str] | None = None) -> dict[str, Path]:
+                      notes: list[str] | None = None, pareto_x: str = "gflops") -> dict[str, Path]:
     """Write runs.csv, leaderboard.csv, robustness.csv, leaderboard.md and plots as one set; return {name: path}.
+    ``pareto_x``: the Pareto plot's cost axis (``columns.PARETO_X``).
 
     Ranked: FINISHED runs that did not diverge (the latest per identity); diverged runs are listed apart."""
     out = project_path(out_dir)
@@ -57,7 +58,8 @@ def write_leaderboard(store: str | Path, experiment: str, out_dir: str | Path = 
         sections += dataset_markdown(board, dataset, metric, entries, [*known_answer_lines(dataset), *probe_lines],
                                      table)
         for kind, plot in PLOTS.items():
-            drawn = plot(board, dataset, metric, entries)
+            drawn = plot(board, dataset, metric, entries, pareto_x) if kind == "pareto" else \
+                plot(board, dataset, metric, entries)
             if isinstance(drawn, str):
                 skipped_notes.append(drawn)
                 continue
