@@ -1,35 +1,44 @@
-"""Decode speed: the baseline decoder (fusionbench.data.media before issue 11) against today's, in one process.
+"""Decode speed: the decoder of commit 7195c19 ("old") against today's fusionbench.data.media ("new"), in one process.
 
 Writes 10 s H.264 sources (libx264 preset veryfast: 3 B-frames, one keyframe per 250 frames, as ffmpeg's defaults cut
 clips; 30 fps; 0.7 / 2.5 / 4.5 Mbit/s at 360p / 720p / 1080p, typical of YouTube downloads; AAC stereo 48 kHz) and
 decodes 2 s windows of 16 frames at size 112 and 224, starting at 0, 2, 4, 6 and 8 s (train-time random windows
-land anywhere; the test-time centred window is the one at 4 s). Both decoders run single-threaded, alternately,
-``--repeats`` times; each window's time is its minimum over the repeats (machines here vary 1.5-3x between runs).
+land anywhere; the test-time centred window is the one at 4 s), and one window that starts 0.03 s before the second
+keyframe (8.30 s: the old decoder's 0.25 s audio seek margin sent it back to the first keyframe). The old decoder
+runs single-threaded; the new one with ``threads`` 1 and 2; all alternately, ``--repeats`` times; each window's time
+is its minimum over the repeats (machines here vary 1.5-3x between runs: the ratios within one run are what count).
 
-Checks, before timing: the frames are bit-identical, and the waveform equals the baseline's once its down-mix is
-undone (the baseline's FFmpeg mono matrix gives (L+R)/sqrt(2); today's rule is the channel mean (L+R)/2).
+Checks, before timing: frames and waveforms are bit-identical between old and new, at 1 and 2 threads.
+Writes a table to stdout and ``--csv`` (default results/decode_speed.csv); the old decoder is read with
+``git show 7195c19:fusionbench/data/media.py`` into ``--old-dir``.
 
-    .venv/bin/python benchmarks/decode_speed.py [--repeats 3] [--keep DIR]
+    .venv/bin/python benchmarks/decode_speed.py [--repeats 2] [--keep DIR] [--old-dir DIR]
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import os
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from types import ModuleType
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
-from fusionbench.data.media import decode_clip
+from fusionbench.data import media
 
+OLD_COMMIT = "7195c19"
 RESOLUTIONS = [(640, 360, 700_000), (1280, 720, 2_500_000), (1920, 1080, 4_500_000)]
 SIZES = (112, 224)
 STARTS = (0.0, 2.0, 4.0, 6.0, 8.0)
+NEAR_KEY_S = 0.03  # the extra window starts this long before the second keyframe
 WINDOW = dict(num_frames=16, sample_rate=16000, clip_seconds=2.0)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_source(path: Path, width: int, height: int, bit_rate: int, seconds: int = 10, fps: int = 30) -> Path:
@@ -59,150 +68,62 @@ def write_source(path: Path, width: int, height: int, bit_rate: int, seconds: in
     return path
 
 
-# ======================================================================================================================
-# BASELINE: fusionbench/data/media.py as of commit a396aa1 (before issue 11), copied verbatim except for names and
-# the return value ((frames, waveform) instead of a DecodedClip). Kept here only to measure against; do not use.
-# ======================================================================================================================
-_baseline_local = threading.local()
+def load_old(folder: Path) -> ModuleType:
+    """fusionbench/data/media.py as of OLD_COMMIT, imported from a file of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"media_{OLD_COMMIT}.py"
+    path.write_text(subprocess.run(["git", "show", f"{OLD_COMMIT}:fusionbench/data/media.py"], cwd=ROOT,
+                                   check=True, capture_output=True, text=True).stdout)
+    spec = importlib.util.spec_from_file_location(f"media_{OLD_COMMIT}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
-def _baseline_sample_times(num_frames: int, clip_seconds: float, start_s: float = 0.0) -> np.ndarray:
-    return start_s + (np.arange(num_frames) + 0.5) * clip_seconds / num_frames  # (T,)
+def keyframes(path: Path) -> list[float]:
+    with av.open(str(path)) as c:
+        return [float(p.pts * p.time_base) for p in c.demux(video=0) if p.size and p.is_keyframe]
 
 
-def _baseline_reformatter() -> VideoReformatter:
-    if getattr(_baseline_local, "pid", None) != os.getpid():
-        _baseline_local.reformatter, _baseline_local.pid = VideoReformatter(), os.getpid()
-    return _baseline_local.reformatter
+def check_identical(old: ModuleType, path: Path, size: int, starts: tuple[float, ...]) -> None:
+    for start in starts:
+        ref = old.decode_clip(path, size=size, start_s=start, **WINDOW)
+        for threads in (1, 2):
+            new = media.decode_clip(path, size=size, start_s=start, threads=threads, **WINDOW)
+            assert np.array_equal(ref.frames, new.frames), (path, size, start, threads, "frames differ")
+            assert np.array_equal(ref.waveform, new.waveform), (path, size, start, threads, "waveforms differ")
+            assert ref.padded_frames == new.padded_frames and ref.padded_audio_s == new.padded_audio_s
 
 
-def _baseline_to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
-    w, h = frame.width, frame.height
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    rgb = _baseline_reformatter().reformat(
-        frame, width=new_w, height=new_h, format="rgb24", interpolation="BILINEAR", threads=1
-    ).to_ndarray()  # (new_h, new_w, 3)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return np.ascontiguousarray(rgb[top : top + size, left : left + size])  # (size, size, 3)
-
-
-def _baseline_is_float_mono(frame: av.AudioFrame, sample_rate: int) -> bool:
-    return (frame.sample_rate == sample_rate and frame.layout.nb_channels == 1
-            and frame.format.name in ("flt", "fltp"))
-
-
-def baseline_decode_clip(path, *, num_frames, size, sample_rate, clip_seconds, start_s=0.0,
-                         allow_missing_audio=False) -> tuple[np.ndarray, np.ndarray]:
-    with av.open(str(path)) as container:
-        return _baseline_decode(container, Path(path), num_frames, size, sample_rate, clip_seconds, start_s,
-                                allow_missing_audio)
-
-
-def _baseline_decode(
-    container: av.container.InputContainer, path: Path, num_frames: int, size: int, sample_rate: int,
-    clip_seconds: float, start_s: float, allow_missing_audio: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    if not container.streams.video:
-        raise RuntimeError("no video stream")
-    vstream = container.streams.video[0]
-    vstream.codec_context.thread_count = 1  # frame threading makes tiny clips 2–3× slower
-    astream = container.streams.audio[0] if container.streams.audio else None
-    if astream is None and not allow_missing_audio:
-        raise RuntimeError("no audio stream (pass allow_missing_audio=True to use silence)")
-    end_s = start_s + clip_seconds
-    if start_s > 0:
-        container.seek(int(start_s * av.time_base), backward=True)  # to the keyframe at or before start_s
-
-    targets = _baseline_sample_times(num_frames, clip_seconds, start_s)  # (T,)
-    chosen: list[np.ndarray | None] = [None] * num_frames
-    next_target, prev, prev_rgb = 0, None, None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if astream is not None else None
-    chunks: list[np.ndarray] = []
-    audio_t0: float | None = None
-    video_done, audio_done = False, astream is None
-    eps = 1e-6
-
-    def rgb_of(frame: av.VideoFrame) -> np.ndarray:
-        nonlocal prev_rgb
-        if prev_rgb is None or prev_rgb[0] is not frame:
-            prev_rgb = (frame, _baseline_to_rgb(frame, size))
-        return prev_rgb[1]
-
-    streams = [vstream] + ([astream] if astream is not None else [])
-    for packet in container.demux(*streams):
-        if packet.stream.type == "video" and not video_done:
-            for frame in packet.decode():
-                t = frame.time if frame.time is not None else 0.0
-                while next_target < num_frames and t > targets[next_target] + eps:
-                    chosen[next_target] = rgb_of(prev if prev is not None else frame)  # on screen at the target
-                    next_target += 1
-                prev = frame
-                if next_target == num_frames:
-                    video_done = True
-                    break
-        elif packet.stream.type == "audio" and not audio_done:
-            for frame in packet.decode():
-                if audio_t0 is None:
-                    audio_t0 = frame.time if frame.time is not None else start_s
-                if _baseline_is_float_mono(frame, sample_rate):  # nothing to convert: skip swresample (≈0.1 ms a frame)
-                    chunks.append(frame.to_ndarray()[0].astype(np.float32, copy=False))  # (n,)
-                else:
-                    chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))  # (n,) each
-                if frame.time is not None and frame.time + frame.samples / frame.sample_rate >= end_s:
-                    audio_done = True
-        if video_done and audio_done:
-            break
-    if not video_done:
-        if prev is None:
-            raise RuntimeError("no decodable video frame in the window")
-        for i in range(next_target, num_frames):  # the video ended before the window: hold its last frame
-            chosen[i] = rgb_of(prev)
-    frames = np.stack(chosen)  # (T, size, size, 3)
-
-    n = round(sample_rate * clip_seconds)
-    if astream is None:
-        return (frames, np.zeros(n, dtype=np.float32))
-    chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))  # flush the resampler
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    offset = round(((audio_t0 if audio_t0 is not None else start_s) - start_s) * sample_rate)
-    if offset < 0:  # decoding began before start_s (seek lands on an earlier packet): drop the excess
-        audio = audio[-offset:]
-    elif offset > 0:  # the audio stream begins after start_s: silence until it does
-        audio = np.concatenate([np.zeros(offset, dtype=np.float32), audio])
-    waveform = np.zeros(n, dtype=np.float32)
-    waveform[: min(n, audio.size)] = audio[:n]
-    return (frames, waveform)
-
-
-# ======================================================================================================================
-# END OF BASELINE
-# ======================================================================================================================
-
-
-def check_equal(path: Path, size: int) -> None:
-    """Frames bit-identical; waveform equal to the baseline's with its (L+R)/sqrt(2) down-mix undone."""
-    for start in STARTS:
-        old_frames, old_wave = baseline_decode_clip(path, size=size, start_s=start, **WINDOW)
-        new = decode_clip(path, size=size, start_s=start, **WINDOW)
-        assert np.array_equal(old_frames, new.frames), (path, start, "frames differ")
-        err = np.abs(old_wave / np.sqrt(2) - new.waveform).max()
-        assert err < 1e-4, (path, start, f"waveform differs by {err}")
-
-
-def time_once(fn, path: Path, size: int, start: float) -> float:
-    t = time.perf_counter()
-    fn(path, size=size, start_s=start, **WINDOW)
-    return time.perf_counter() - t
+def time_windows(fns: dict, path: Path, size: int, starts: tuple[float, ...], repeats: int) -> dict[str, list[float]]:
+    """Minimum seconds per window over ``repeats``, the variants interleaved window by window."""
+    best = {name: [np.inf] * len(starts) for name in fns}
+    for _ in range(repeats):
+        for i, start in enumerate(starts):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                fn(path, size=size, start_s=start, **WINDOW)
+                best[name][i] = min(best[name][i], time.perf_counter() - t)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--keep", type=Path, default=None, help="write (or reuse) the sources here")
+    parser.add_argument("--old-dir", type=Path, default=None, help="where the old media.py is written")
+    parser.add_argument("--csv", type=Path, default=ROOT / "results" / "decode_speed.csv")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="decode_speed_"))
     folder.mkdir(parents=True, exist_ok=True)
+    old = load_old(args.old_dir or folder)
+    fns = {
+        "old": old.decode_clip,
+        "new_1thread": lambda p, **kw: media.decode_clip(p, threads=1, **kw),
+        "new_2threads": lambda p, **kw: media.decode_clip(p, threads=2, **kw),
+    }
+    load_before = os.getloadavg()[0]
     rows = []
     for width, height, bit_rate in RESOLUTIONS:
         path = folder / f"src_{height}p.mp4"
@@ -210,25 +131,36 @@ def main() -> None:
             t = time.perf_counter()
             write_source(path, width, height, bit_rate)
             print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s", flush=True)
-        for size in SIZES:
-            check_equal(path, size)
-            best = {"baseline": [np.inf] * len(STARTS), "new": [np.inf] * len(STARTS)}
-            for _ in range(args.repeats):
-                for i, start in enumerate(STARTS):
-                    for name, fn in (("baseline", baseline_decode_clip), ("new", decode_clip)):
-                        best[name][i] = min(best[name][i], time_once(fn, path, size, start))
-            old_rate, new_rate = len(STARTS) / sum(best["baseline"]), len(STARTS) / sum(best["new"])
-            centre = STARTS.index(4.0)
-            rows.append((f"{height}p", size, old_rate, new_rate, new_rate / old_rate,
-                         best["baseline"][centre], best["new"][centre]))
-            print(f"{height}p size {size}: {old_rate:.2f} -> {new_rate:.2f} clips/s", flush=True)
+        near_key = (round(keyframes(path)[1] - NEAR_KEY_S, 3),)
+        for windows, starts in (("0,2,4,6,8 s", STARTS), (f"{near_key[0]} s (near key)", near_key)):
+            for size in SIZES if starts is STARTS else SIZES[:1]:
+                check_identical(old, path, size, starts)
+                best = time_windows(fns, path, size, starts, args.repeats)
+                rate = {name: len(starts) / sum(times) for name, times in best.items()}
+                rows.append({"source": f"{height}p", "size": size, "windows": windows, "old_clips_s": rate["old"],
+                             "new_1thread_clips_s": rate["new_1thread"], "new_2threads_clips_s": rate["new_2threads"],
+                             "ratio_1thread": rate["new_1thread"] / rate["old"],
+                             "ratio_2threads": rate["new_2threads"] / rate["old"]})
+                print(f"{height}p size {size} windows {windows}: old {rate['old']:.2f}, new {rate['new_1thread']:.2f}"
+                      f" (1 thread), {rate['new_2threads']:.2f} (2 threads) clips/s", flush=True)
+    load_after = os.getloadavg()[0]
+    for row in rows:
+        row.update(repeats=args.repeats, load_before=round(load_before, 2), load_after=round(load_after, 2))
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()} for row in rows)
     print()
-    print("| source | size | baseline clips/s | new clips/s | ratio | centred window: baseline s | new s |")
-    print("|---|---|---|---|---|---|---|")
-    for res, size, old_rate, new_rate, ratio, old_c, new_c in rows:
-        print(f"| {res} | {size} | {old_rate:.2f} | {new_rate:.2f} | {ratio:.2f}x | {old_c:.3f} | {new_c:.3f} |")
-    print(f"\n(2 s windows of 16 frames from 10 s H.264 sources, starts {STARTS} s, min of {args.repeats} repeats, "
-          "one thread each; frames bit-identical, waveforms equal up to the down-mix rule)")
+    print("| source | size | windows | old clips/s | new, 1 thread | ratio | new, 2 threads | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['source']} | {r['size']} | {r['windows']} | {r['old_clips_s']:.2f} "
+              f"| {r['new_1thread_clips_s']:.2f} | {r['ratio_1thread']:.2f}x "
+              f"| {r['new_2threads_clips_s']:.2f} | {r['ratio_2threads']:.2f}x |")
+    print(f"\n(2 s windows of 16 frames from 10 s H.264 sources, min of {args.repeats} repeats; frames and waveforms "
+          f"bit-identical old vs new; 1-min load average {load_before:.2f} before, {load_after:.2f} after, "
+          f"{os.cpu_count()} cores; wrote {args.csv})")
 
 
 if __name__ == "__main__":

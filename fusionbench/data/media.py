@@ -32,7 +32,8 @@ Rules (fusionbench's own where the papers differ):
   type of the keyframe decoding resumed at, and the window is decoded again without dropping or skipping if one
   was wrong (variable frame rates; a container that flags P-frames as keyframes), so the frames are always those
   of a full decode. An mp4/mov is opened without the probe's decode of its first keyframe (``_probe_options``).
-  ``threads`` (default 1: a pool already has one process per core) turns on FFmpeg's frame and slice threading. ``benchmarks/decode_speed.py`` measures all of this against commit 7195c19.
+  ``threads`` (default 1: a pool already has one process per core) turns on FFmpeg's frame and slice threading.
+  ``benchmarks/decode_speed.py`` measures all of this against commit 7195c19.
 - **Errors.** An isolated packet that fails to demux or decode (an MPEG-PS audio packet cut by a seek) is skipped
   and counted in ``decode_errors``; the clip fails only when the window cannot be filled: no decodable video
   frame, audio packets that all fail, or more than ``MAX_ERROR_FRACTION`` of the packets read failing. Every
