@@ -382,6 +382,20 @@ def test_iso_media_is_opened_without_a_probe_decode_and_decodes_the_same(tmp_pat
     for clip, full in zip(fast, [decode(mp4, start_s=s) for s in (0.0, 1.3)]):
         assert np.array_equal(clip.frames, full.frames) and np.array_equal(clip.waveform, full.waveform)
 
+
+def test_a_header_that_cannot_be_read_is_left_to_ffmpegs_probe(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path / "a.mp4", "mp4", "libx264", "aac")
+    real_open = Path.open
+
+    def no_read(self, *args, **kwargs):  # as for a file without read permission (root reads any file)
+        if self == path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", no_read)
+    assert media._probe_options(path) is None  # av.open then reads (or fails on) the file itself
+    assert decode(path).frames.shape == (16, 32, 32, 3)
+
 # --- 4. short clips and windows past the end ------------------------------------------------------------------------
 def test_a_short_clip_is_padded_and_the_padding_counted(tmp_path: Path) -> None:
     path = write(tmp_path / "short.mkv", "matroska", "mpeg4", "flac", seconds=1.0)  # 1 s of 2

@@ -189,8 +189,11 @@ def _probe_options(path: Path) -> list[dict[str, str]] | None:
     """An ISO media file (mp4, mov, m4v, 3gp) states every stream's parameters in its header, so FFmpeg's probe
     need not decode its first keyframe (``skip_frame=all``; 5–50 ms a clip at 360p–1080p here); the decoder reads
     the same parameters from the bitstream. Other containers are probed as FFmpeg does."""
-    with path.open("rb") as f:
-        head = f.read(12)
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:  # unreadable: av.open says why, as a MediaError
+        return None
     return [{"skip_frame": "all"}] * MAX_PROBED_STREAMS if head[4:8] == b"ftyp" else None
 
 
