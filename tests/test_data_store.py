@@ -33,7 +33,7 @@ import fusionbench.data.store as store
 from fusionbench.data.datamodule import AVDataModule
 
 real = store.decode_job
-store.decode_job = lambda job: (time.sleep(0.2), real(job))[1]  # slow enough to be killed mid-way (forked workers too)
+store.decode_job = lambda job: (time.sleep(0.15), real(job))[1]  # slow enough to be killed mid-way (forked workers too)
 cfg = OmegaConf.load(sys.argv[1])
 AVDataModule(cfg, decode_workers=2, chunk_clips=2, min_parallel=2).setup()
 """

@@ -237,7 +237,11 @@ class SplitCache:
 
     def get(self, split: str) -> DecodedSplit | None:
         path = self.path(split)
-        return self._count(None if path is None else read_split(path))
+        data = None if path is None else read_split(path)
+        if data is not None:  # what a prepare killed after completing the split left behind
+            for leftover in (self.dir / f"{split}.partial", self.dir / f".{split}.final"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        return self._count(data)
 
     def put(self, split: str, data: DecodedSplit) -> None:
         if self.dir is None:
