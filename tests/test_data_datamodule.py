@@ -286,6 +286,7 @@ def test_missing_modality_absent_keeps_the_clip_marked_absent(modality_dir: Path
     np.testing.assert_allclose([module.norm_stats[f"video_mean_{c}"] for c in "rgb"], seen.mean(0), rtol=1e-9)
     heard = train.fbank[train.has_audio].double()
     assert module.norm_stats["audio_mean"] == pytest.approx(heard.mean().item(), rel=1e-12)
+    assert module.norm_stats["audio_std"] == pytest.approx(heard.std().item(), rel=1e-9)
 
 
 def test_missing_modality_skip_leaves_the_clips_out_naming_the_setting(modality_dir: Path) -> None:

@@ -129,9 +129,9 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
     input keeps std 1. Absent modalities' placeholder zeros never enter the statistics.
     """
     stats: dict[str, float] = {}
-    fbank = train.fbank[train.has_audio].double()  # (N_audio, 1, n_mels, L)
-    if fbank.numel():
-        mean, std = fbank.mean().item(), fbank.std().item()
+    moments = _fbank_moments(train)
+    if moments is not None:
+        mean, std = moments
         audio.norm_mean = mean
         audio.norm_div = audio.norm_std_scale * (std if std > 0 else 1.0)
         stats.update(audio_mean=mean, audio_std=std)
@@ -146,6 +146,20 @@ def fit_normalisation(train: DecodedSplit, audio: AudioFeatures, video: VideoFea
         stats.update({f"video_mean_{c}": float(m) for c, m in zip("rgb", mean)})
         stats.update({f"video_std_{c}": float(s) for c, s in zip("rgb", std)})
     return stats
+
+
+def _fbank_moments(data: DecodedSplit, chunk: int = 4 * CORRUPT_CHUNK) -> tuple[float, float] | None:
+    """Mean and (unbiased) std of every fbank value of the clips that have audio, in float64, two passes over
+    ``chunk`` clips at a time (a bounded copy of the memory-mapped fbank); None when no clip has audio."""
+    parts = [(start, data.has_audio[start : start + chunk]) for start in range(0, len(data), chunk)]
+    n = sum(int(mask.sum()) for _, mask in parts) * int(data.fbank[0].numel() if len(data) else 0)
+    if n == 0:
+        return None
+    total = sum(data.fbank[start : start + chunk][mask].double().sum().item() for start, mask in parts)
+    mean = total / n
+    squares = sum((data.fbank[start : start + chunk][mask].double() - mean).square().sum().item()
+                  for start, mask in parts)
+    return mean, (squares / (n - 1)) ** 0.5 if n > 1 else 0.0
 
 
 def _pixel_counts(data: DecodedSplit, chunk: int = CORRUPT_CHUNK) -> Tensor:
