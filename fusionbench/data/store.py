@@ -36,7 +36,7 @@ import torch
 from omegaconf import DictConfig
 
 from fusionbench.data.cache import (
-    CACHE_VERSION, FBANK_DTYPE, DecodedSplit, SplitCache, _atomic, _fsync, complete_split, read_split,
+    CACHE_VERSION, FBANK_DTYPE, DecodedSplit, SplitCache, atomic_write, fsync_path, complete_split, read_split,
 )
 from fusionbench.data.datasets.synth import set_lock
 from fusionbench.data.features import AudioFeatures, single_thread
@@ -133,8 +133,10 @@ def _features(out: DecodedClip, audio: AudioFeatures, keep_waveform: bool) -> De
                    bool(out.video_present), int(out.padded_frames), float(out.padded_audio_s))
 
 
-def decode_clips(jobs: Sequence[tuple[int, str, dict[str, Any]]], audio: AudioFeatures, *, keep_waveform: bool,
-                 workers: int = 1, min_parallel: int = PARALLEL_DECODE_MIN) -> Iterator[tuple[int, Decoded | MediaError]]:
+def decode_clips(
+    jobs: Sequence[tuple[int, str, dict[str, Any]]], audio: AudioFeatures, *, keep_waveform: bool, workers: int = 1,
+    min_parallel: int = PARALLEL_DECODE_MIN,
+) -> Iterator[tuple[int, Decoded | MediaError]]:
     """(key, ``Decoded`` or the ``MediaError``) per job, in the jobs' order; a process pool of ``workers`` when there
     are at least ``min_parallel`` jobs (the same results)."""
     work = functools.partial(_decode_features, audio=audio, keep_waveform=keep_waveform)
@@ -232,9 +234,9 @@ class _Partial:
                                               shape=(n, *shape))
             self.offsets[name] = int(array.offset)
             del array
-            _fsync(self.path / f"{name}.npy")
-        _fsync(self.path)
-        _atomic(self.path / "plan.json", lambda f: f.write(json.dumps(
+            fsync_path(self.path / f"{name}.npy")
+        fsync_path(self.path)
+        atomic_write(self.path / "plan.json", lambda f: f.write(json.dumps(
             {**plan_json, "chunk": self.chunk, "offsets": self.offsets}).encode()))
 
     def chunks(self) -> int:
@@ -250,11 +252,11 @@ class _Partial:
                 entries = json.loads(self.record_path(c).read_text())
             except (OSError, ValueError):
                 continue
-            if isinstance(entries, list) and len(entries) == len(self._positions(c)):
+            if isinstance(entries, list) and len(entries) == len(self.positions(c)):
                 out.add(c)
         return out
 
-    def _positions(self, c: int) -> range:
+    def positions(self, c: int) -> range:
         return range(c * self.chunk, min((c + 1) * self.chunk, len(self.plan.jobs)))
 
 
@@ -272,7 +274,7 @@ def prepare_split(cache: SplitCache, split: str, plan: SplitPlan, audio: AudioFe
             return data, SplitStats(split, len(plan.jobs), 0, 0, len(data), len(data.skipped), 0.0, cached=True)
         partial = _Partial(cache.dir / f"{split}.partial", plan, chunk)
         done = partial.done()
-        todo = [pos for c in range(partial.chunks()) if c not in done for pos in partial._positions(c)]
+        todo = [pos for c in range(partial.chunks()) if c not in done for pos in partial.positions(c)]
         resumed = len(plan.jobs) - len(todo)
         shown = PrepareProgress(len(plan.jobs), resumed, f"[data] prepare {split}") if progress else None
         _decode_into(partial, todo, audio, missing_modality=missing_modality, on_error=on_error, workers=workers,
@@ -309,18 +311,18 @@ def _decode_into(partial: _Partial, todo: list[int], audio: AudioFeatures, *, mi
             else:
                 entries.append([False, False, 0, 0.0, reason])
             c = pos // partial.chunk
-            if pos == partial._positions(c)[-1]:  # the chunk's last clip (results come in order)
+            if pos == partial.positions(c)[-1]:  # the chunk's last clip (results come in order)
                 for fd in fds.values():
                     os.fsync(fd)
                 record = json.dumps(entries).encode()
-                _atomic(partial.record_path(c), lambda f: f.write(record))
+                atomic_write(partial.record_path(c), lambda f: f.write(record))
                 entries = []
             if progress is not None:
                 progress.update(1)
     finally:
         for fd in fds.values():
             os.close(fd)
-    _fsync(partial.records)
+    fsync_path(partial.records)
 
 
 def _complete(partial: _Partial, final: Path) -> DecodedSplit:
@@ -341,7 +343,8 @@ def _complete(partial: _Partial, final: Path) -> DecodedSplit:
             except OSError:
                 pass
         _copy_rows(source, tmp / f"{name}.npy", kept)
-    small = {"index": (np.int64, [plan.jobs[p][0] for p in kept]), "has_audio": (np.bool_, [entries[p][0] for p in kept]),
+    small = {"index": (np.int64, [plan.jobs[p][0] for p in kept]),
+             "has_audio": (np.bool_, [entries[p][0] for p in kept]),
              "has_video": (np.bool_, [entries[p][1] for p in kept]),
              "padded_frames": (np.int32, [entries[p][2] for p in kept]),
              "padded_audio_s": (np.float32, [entries[p][3] for p in kept])}
@@ -440,8 +443,7 @@ def prepare_config(cfg: DictConfig, *, workers: int | None = None, progress: boo
     from fusionbench.evaluate.conditions import parse_condition
 
     if not cfg.data.cache_dir:
-        raise UserError("data.cache_dir is empty: there is no store to prepare into (give it a folder)",
-                        where="data.cache_dir")
+        raise UserError("data.cache_dir is empty: there is no store to prepare into (give it a folder)")
     workers = max(1, os.cpu_count() or 1) if workers is None else int(workers)
     conditions = [parse_condition(name) for name in cfg.eval.conditions]
     datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions, decode_workers=workers,
