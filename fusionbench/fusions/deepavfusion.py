@@ -97,7 +97,19 @@ class DeepAVFusion(FusionModel):
             self.init_head(head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
-        tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}
+        streams = {s: self.heads_out[s](z) for s, z in self.embed(audio, video).items()}  # {s: (B, C)}
+        return FusionOutput(logits=mean_logits(streams), streams=streams)
+
+    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """{audio, video, fusion: (B, D)}: the mean-pooled normalised tokens the heads read."""
+        tokens, f = self.encode(present(*self.tokenizer(audio, video)))
+        pooled = {m: self.norms[m](x).mean(1) for m, x in tokens.items()}  # {m: (B, D)}
+        pooled["fusion"] = self.norms["fusion"](f).mean(1)  # (B, D): all ΣF tokens
+        return pooled
+
+    def encode(self, tokens: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+        """Embedded tokens {m: (B, N_m, D)} (any subset of each grid: MAE passes the visible ones) → the final
+        tokens {m: (B, N_m, D)} and fusion state f (B, ΣF, D), before the final norms."""
         # repeat, not expand: under no_grad an expanded view of a parameter is a grad-less leaf that requires grad,
         # which FlopCounterMode's module tracker rejects when it reaches a module's input
         f = self.fusion_tokens.repeat(next(iter(tokens.values())).shape[0], 1, 1)  # (B, ΣF, D)
@@ -110,10 +122,7 @@ class DeepAVFusion(FusionModel):
             read = tokens if self.parallel_update else new
             f = self.fusion[str(layer)](f, read.get("video"), read.get("audio"))  # route: F reads A, V
             tokens = new
-        pooled = {m: self.norms[m](x).mean(1) for m, x in tokens.items()}  # {m: (B, D)}
-        pooled["fusion"] = self.norms["fusion"](f).mean(1)  # (B, D): all ΣF tokens
-        streams = {s: self.heads_out[s](z) for s, z in pooled.items()}  # {s: (B, C)}
-        return FusionOutput(logits=mean_logits(streams), streams=streams)
+        return tokens, f
 
     def loss(self, out: FusionOutput, target: Tensor, criterion: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """``joint_loss``: the criterion on the averaged logits; otherwise the mean of the per-head losses."""

@@ -35,10 +35,28 @@ class EarlyFusion(FusionModel):
         self.init_head(self.head)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        logits = self.head(self.norm(self._joint(audio, video)[:, 0]))  # (B, C)
+        return FusionOutput(logits=logits, streams={"global": logits})
+
+    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """{global: the normed CLS (B, D); audio / video: the mean of that modality's normed last-layer tokens}.
+
+        Early fusion has no modality-pure readout (fusionbench's choice for pretraining): the per-modality means mix
+        both modalities after layer 0, which is Zorro's "contrastive without masks" setting."""
+        x = self.norm(self._joint(audio, video))  # (B, 1 + N_a + N_v, D)
+        n_a = self.num_audio_tokens if audio is not None else 0
+        out = {"global": x[:, 0]}
+        if audio is not None:
+            out["audio"] = x[:, 1 : 1 + n_a].mean(1)  # (B, D)
+        if video is not None:
+            out["video"] = x[:, 1 + n_a :].mean(1)  # (B, D)
+        return out
+
+    def _joint(self, audio: Tensor | None, video: Tensor | None) -> Tensor:
+        """The final joint sequence [CLS ‖ A ‖ V] (B, 1 + N_a + N_v, D), before the norm."""
         a, v = self.tokenizer(audio, video)  # (B, N_a, D), (B, N_v, D); an absent modality is None
         present = [x for x in (a, v) if x is not None]
         x = torch.cat([self.cls.expand(present[0].shape[0], -1, -1), *present], dim=1)  # (B, 1 + N_a + N_v, D)
         for block in self.blocks:
             x = block(x)  # route: every token attends to every token, both modalities
-        logits = self.head(self.norm(x[:, 0]))  # (B, C)
-        return FusionOutput(logits=logits, streams={"global": logits})
+        return x

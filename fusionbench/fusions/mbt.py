@@ -56,7 +56,17 @@ class MBT(FusionModel):
         self.bottleneck = nn.Parameter(torch.empty(1, n, self.dim).normal_(std=0.02))  # (1, B, D)
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
-        tokens = present(*self.tokenizer(audio, video))  # {m: (B, N_m, D)}
+        tokens = self.encode(present(*self.tokenizer(audio, video)))  # {m: (B, 1 + N_m, D)}
+        streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}
+        return FusionOutput(logits=mean_logits(streams), streams=streams)
+
+    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """{m: (B, D)}: each tower's CLS after the shared norm (what the shared head reads), for pretraining."""
+        return {m: self.towers.norm(x[:, 0]) for m, x in self.encode(present(*self.tokenizer(audio, video))).items()}
+
+    def encode(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Embedded tokens {m: (B, N_m, D)} (any subset of each grid: MAE passes the visible ones) → the final
+        tokens {m: (B, 1 + N_m, D)}, CLS first, before the norm."""
         tokens = {m: self.towers.with_cls(m, x) for m, x in tokens.items()}  # {m: (B, 1 + N_m, D)}
         b = self.bottleneck.expand(next(iter(tokens.values())).shape[0], -1, -1)  # (B, n_b, D)
         for layer in range(self.depth):
@@ -67,7 +77,6 @@ class MBT(FusionModel):
             outs = {m: self.towers.blocks[m][layer](torch.cat([x, b], dim=1)) for m, x in tokens.items()}
             tokens = {m: y[:, : -b.shape[1]] for m, y in outs.items()}  # (B, 1 + N_m, D)
             b = torch.stack([y[:, -b.shape[1] :] for y in outs.values()]).mean(0)  # (B, n_b, D): mean over towers
-        streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}
-        return FusionOutput(logits=mean_logits(streams), streams=streams)
+        return tokens
 
     loss = staticmethod(mean_stream_loss)

@@ -91,6 +91,14 @@ class Zorro(FusionModel):
 
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         """Structured routing: each group attends over exactly the keys ``zorro_mask`` allows it."""
+        return self._output(self._pooled(audio, video))
+
+    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """{readout: (B, D)}: the normalised readouts the heads read (audio, video, fusion, global), for pretraining."""
+        return {r: self.out_norm[r](z) for r, z in self._pooled(audio, video).items()}
+
+    def _pooled(self, audio: Tensor | None, video: Tensor | None) -> dict[str, Tensor]:
+        """{readout: (B, D)} before the per-readout norm and head."""
         groups = self._groups(audio, video)  # {type: (B, N_t, D)}, order A, V, F
         for block in self.blocks:
             everything = torch.cat(list(groups.values()), dim=1)  # (B, N_a + N_v + N_f, D): keys of F
@@ -99,8 +107,7 @@ class Zorro(FusionModel):
         context = {r: final[t] for r, t in READOUTS.items() if t in final}  # readout route: own group
         context["global"] = torch.cat(list(final.values()), dim=1)  # (B, N, D): the global query reads all
         batch = context["global"].shape[0]
-        pooled = {r: self.readout(self.readout_query[r].repeat(batch, 1, 1), c)[:, 0] for r, c in context.items()}
-        return self._output(pooled)
+        return {r: self.readout(self.readout_query[r].repeat(batch, 1, 1), c)[:, 0] for r, c in context.items()}
 
     def forward_masked(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         """Dense reference: one Block call over [A | V | F] per layer with ``zorro_mask``; N² attention, masked."""
