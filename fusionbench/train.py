@@ -70,7 +70,7 @@ def reference_rates(test_labels: torch.Tensor, num_classes: int, multilabel: boo
 def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
     """The datamodule and the task for a resolved config (data set up, model built at the data's geometry)."""
     conditions = [parse_condition(name) for name in cfg.eval.conditions]
-    datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions)
+    datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions, test_windows=cfg.eval.test_windows)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = create_model(

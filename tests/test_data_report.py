@@ -357,8 +357,8 @@ def test_probing_and_decoding_agree(clips_root: Path, name: str, start_s: float,
 def test_a_training_run_s_report_from_decoding_matches_the_check(clips_root: Path) -> None:
     """What a run that decodes builds (clip_line + decoded_status per clip, left_out_lines): the same paths, splits,
     labels and statuses as ``data check``."""
-    from fusionbench.data.datamodule import window_start
     from fusionbench.data.datasets import records_for
+    from fusionbench.data.windows import clip_window_start
 
     cfg = clips_cfg(clips_root)
     records = records_for(cfg)
@@ -366,7 +366,7 @@ def test_a_training_run_s_report_from_decoding_matches_the_check(clips_root: Pat
     for clip in records.clips:
         try:
             result = decode_clip(clip.path, num_frames=16, size=32, sample_rate=SR, clip_seconds=2.0,
-                                 start_s=window_start(clip, 2.0), allow_missing_audio=True, allow_missing_video=True)
+                                 start_s=clip_window_start(clip, 2.0, 16), allow_missing_audio=True, allow_missing_video=True)
         except MediaError as exc:
             result = exc
         lines.append(report.clip_line(clip, records.class_names, *report.decoded_status(result), root=clips_root))

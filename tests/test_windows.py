@@ -105,3 +105,36 @@ def test_multi_clip_logits_are_the_mean_over_windows() -> None:
     with torch.no_grad():  # a clip with neither modality is left out, and the rows still name the clips
         out = forward_windows(model, audio, video, torch.tensor([True, False, False]), torch.tensor([True, False, True]))
     assert out.rows.tolist() == [0, 2]
+
+
+def _ramp_clip(write_mp4, path, seconds: int, offset: int = 0):
+    """A clip whose frame i (8 fps) has every pixel at 4·i + offset: the decoded window tells where it started."""
+    n = 8 * seconds
+    frames = np.stack([np.full((32, 32, 3), min(255, 4 * i + offset), np.uint8) for i in range(n)])
+    return write_mp4(path, frames, (0.1 * np.sin(np.arange(seconds * 16000) / 7)).astype(np.float32))
+
+
+def test_datamodule_decodes_the_windows_each_split_asks_for(tmp_path, write_mp4) -> None:
+    from fusionbench.config import DataConfig
+    from fusionbench.data.datamodule import AVDataModule
+    from fusionbench.evaluate.conditions import parse_condition
+
+    for name in ("a", "b", "c"):
+        _ramp_clip(write_mp4, tmp_path / f"{name}.mp4", 6)
+    (tmp_path / "clips.csv").write_text("path,label,split\na.mp4,x,train\nb.mp4,x,val\nc.mp4,x,test\n")
+    cfg = OmegaConf.structured(DataConfig)
+    cfg.dataset, cfg.root, cfg.cache_dir, cfg.batch_size = "clips", str(tmp_path), str(tmp_path / "cache"), 2
+    cfg.video.size, cfg.audio.target_length, cfg.train_windows = 32, 160, 2
+    dm = AVDataModule(cfg, conditions=[parse_condition("audio_snr_0")], test_windows=4, decode_workers=1)
+    dm.setup()
+    first = {split: [float(w.frames[0, 0].float().mean()) for w in dm.windows[split]] for split in dm.windows}
+    # 6-s trimmed clips, 2-s windows: val centred at 2 s (frame 16), train at 1 and 3 s, test at 0.5, 1.5, 2.5, 3.5 s
+    assert first["val"] == pytest.approx([64.0], abs=4)
+    assert first["train"] == pytest.approx([32.0, 96.0], abs=4)
+    assert first["test"] == pytest.approx([16.0, 48.0, 80.0, 112.0], abs=4)
+    assert sorted(p.name for p in dm.cache.dir.iterdir() if p.is_dir()) == sorted(
+        ["train-w0of2", "train-w1of2", "val", "test-w0of4", "test-w1of4", "test-w2of4", "test-w3of4"])
+    test = next(iter(dm.test_dataloader()[1]))  # a corrupted condition serves every window too
+    assert test["audio"].shape[:2] == (1, 4) and test["video"].shape[:3] == (1, 4, 3)
+    train = dm.dataset("train")
+    assert train.pick == "random" and train[0]["video"].shape == (3, 16, 32, 32)

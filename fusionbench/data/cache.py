@@ -48,7 +48,8 @@ from torch import Tensor
 # Bump when the stored layout or the decode/feature code changes what is stored.
 # 2: the decoder's channel-mean down-mix and first-timestamp time origin (2026-12-02).
 # 3: the prepared store: .npy folders per split, float16 fbank, has_video and padding per clip (2026-12-02).
-CACHE_VERSION = 3
+# 4: windows: a trimmed clip longer than the window is centred on its file; <split>-w<k>of<n> entries (2026-12-02).
+CACHE_VERSION = 4
 FBANK_DTYPE = torch.float16  # the stored fbank's precision (see the module docstring)
 COMPLETE = "COMPLETE"  # a split folder's completion marker (JSON), written last
 # the arrays of a split folder: name → numpy dtype (waveform only where stored)

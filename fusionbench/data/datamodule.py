@@ -79,9 +79,11 @@ def decode_split(
 
 
 def split_plan(clips: Sequence[tuple[int, Clip]], decode_kwargs: dict[str, Any], audio: AudioFeatures,
-               keep_waveform: bool) -> store.SplitPlan:
-    """The decode jobs of (row, clip) pairs: each clip's window (``window_start``) and the split's geometry."""
-    jobs = [(row, str(c.path), {**decode_kwargs, "start_s": window_start(c, decode_kwargs["clip_seconds"])})
+               keep_waveform: bool, window: int = 0, windows: int = 1) -> store.SplitPlan:
+    """The decode jobs of (row, clip) pairs: each clip's window ``window`` of ``windows`` (``data/windows.py``,
+    resolved in the worker that decodes it) and the split's geometry."""
+    jobs = [(row, str(c.path), {**decode_kwargs, "window": {"start_s": c.start_s, "end_s": c.end_s, "window": window,
+                                                              "windows": windows}})
             for row, c in clips]
     return store.SplitPlan(
         jobs=jobs, num_frames=int(decode_kwargs["num_frames"]), size=int(decode_kwargs["size"]),
@@ -183,15 +185,28 @@ def train_pixel_mean(train: DecodedSplit) -> Tensor:
     return (counts.double() @ levels / counts.sum(1).double() / 255).float()  # (3,)
 
 
-def window_start(clip: Clip, clip_seconds: float) -> float:
-    """Where the fixed-length window starts: ``start_s``, or centred on [start_s, end_s] when end_s is given.
+def window_entries(split: str, windows: int) -> list[str]:
+    """The cache entries of a split's windows: the split's name for its one centred window, else
+    ``<split>-w<k>of<n>``."""
+    return [split] if windows == 1 else [f"{split}-w{k}of{windows}" for k in range(windows)]
 
-    fusionbench's rule: model inputs have a fixed length, so a row's segment is not decoded as is; a segment
-    shorter or longer than ``clip_seconds`` gets the window centred on it (never before 0).
-    """
-    if clip.end_s is None:
-        return clip.start_s
-    return max(0.0, (clip.start_s + clip.end_s) / 2 - clip_seconds / 2)
+
+def common_clips(windows: list[DecodedSplit]) -> list[DecodedSplit]:
+    """The windows of a split restricted to the clips every window decoded (a window past a clip's end can fail
+    where another does not); the failing window's ``skipped`` names the clip."""
+    if len(windows) == 1:
+        return windows
+    common = set.intersection(*(set(w.index.tolist()) for w in windows))
+    if all(len(w) == len(common) for w in windows):
+        return windows
+    out = []
+    for w in windows:
+        keep = torch.tensor([i for i, row in enumerate(w.index.tolist()) if row in common], dtype=torch.int64)
+        out.append(DecodedSplit(
+            index=w.index[keep], frames=w.frames[keep], fbank=w.fbank[keep], has_audio=w.has_audio[keep],
+            waveform=None if w.waveform is None else w.waveform[keep], skipped=list(w.skipped),
+            has_video=w.has_video[keep], padded_frames=w.padded_frames[keep], padded_audio_s=w.padded_audio_s[keep]))
+    return out
 
 
 class AVDataModule(L.LightningDataModule):
@@ -207,13 +222,16 @@ class AVDataModule(L.LightningDataModule):
         progress: bool = False,
         chunk_clips: int = store.CHUNK_CLIPS,
         min_parallel: int = PARALLEL_DECODE_MIN,
+        test_windows: int = 1,
     ) -> None:
+        """``test_windows``: eval.test_windows (multi-clip evaluation); the training windows are data.train_windows."""
         super().__init__()
         if not isinstance(data_cfg, DictConfig):
             data_cfg = OmegaConf.merge(OmegaConf.structured(DataConfig), data_cfg)
         self.cfg = data_cfg
         self.seed = int(seed)
         self.conditions = list(conditions)
+        self.train_windows, self.test_windows = int(data_cfg.train_windows), int(test_windows)
         self.decode_workers = min(2, os.cpu_count() or 1) if decode_workers is None else int(decode_workers)
         self.progress, self.chunk_clips, self.min_parallel = progress, int(chunk_clips), int(min_parallel)
         self.audio_features = store.StoredAudioFeatures(data_cfg.audio)  # raw fbank at the store's precision
@@ -224,7 +242,8 @@ class AVDataModule(L.LightningDataModule):
         self.prepare_stats: dict[str, store.SplitStats] = {}  # per split decoded into the store by setup()
         self.corrupt_count = 0  # corrupted splits computed by this module (0 when all came from the cache)
         self.cache: SplitCache | None = None
-        self.data: dict[str, DecodedSplit] = {}
+        self.data: dict[str, DecodedSplit] = {}  # split → its first (or only) window
+        self.windows: dict[str, list[DecodedSplit]] = {}  # split → every window (data/windows.py)
         self._corrupted: dict[tuple[str, str], DecodedSplit] = {}  # (split, condition name) → corrupted split
         self.norm_stats: dict[str, float] = {}  # the statistics fitted by norm_stats="train" (set up by setup())
 
@@ -315,6 +334,36 @@ class AVDataModule(L.LightningDataModule):
             "allow_missing_audio": True, "allow_missing_video": True,
         }
 
+    def num_windows(self, split: str) -> int:
+        """Windows per clip of ``split`` (``data/windows.py``): data.train_windows for train (one drawn per item and
+        epoch), eval.test_windows for test (logits averaged), the centred one for val."""
+        return {"train": self.train_windows, "test": self.test_windows}.get(split, 1)
+
+    def _decoded(self, entry: str, members: list[tuple[int, Clip]], keep_waveform: bool, window: int,
+                 windows: int) -> DecodedSplit:
+        """Window ``window`` of ``windows`` of a split's clips: from the store, or decoded into it (resumable)."""
+        data = self.cache.get(entry) if self.cache.dir is not None else None
+        if data is None:
+            plan = split_plan(members, self._decode_kwargs(), self.audio_features, keep_waveform, window, windows)
+            policies = dict(missing_modality=self.cfg.missing_modality, on_error=self.cfg.on_error,
+                            workers=self.decode_workers, min_parallel=self.min_parallel)
+            if self.cache.dir is None:
+                data = store.decode_split(plan, self.audio_features, **policies)
+                self.decode_count += len(members)
+            else:
+                data, stats = store.prepare_split(self.cache, entry, plan, self.audio_features, **policies,
+                                                  chunk=self.chunk_clips, progress=self.progress)
+                self.decode_count += stats.decoded
+                self.prepare_stats[entry] = stats
+        else:
+            self.prepare_stats[entry] = store.SplitStats(entry, len(members), 0, 0, len(data), len(data.skipped),
+                                                         0.0, cached=True)
+        failed = [s for s in data.skipped if not store.is_policy_skip(s[1])]
+        if failed and self.cfg.on_error == "raise":  # cached by an earlier on_error=skip run
+            path, reason = failed[0]
+            raise MediaError(path, reason)
+        return data
+
     def setup(self, stage: str | None = None) -> None:
         if self.data:
             return
@@ -327,28 +376,13 @@ class AVDataModule(L.LightningDataModule):
         self.cache = SplitCache(cache_dir, self.preprocess_params())
         for split in SPLITS:
             members = [(row, c) for row, c in enumerate(clips) if c.split == split]
-            data = self.cache.get(split) if self.cache.dir is not None else None
-            if data is None:
-                plan = split_plan(members, self._decode_kwargs(), self.audio_features, split in WAVEFORM_SPLITS)
-                policies = dict(missing_modality=self.cfg.missing_modality, on_error=self.cfg.on_error,
-                                workers=self.decode_workers, min_parallel=self.min_parallel)
-                if self.cache.dir is None:
-                    data = store.decode_split(plan, self.audio_features, **policies)
-                    self.decode_count += len(members)
-                else:
-                    data, stats = store.prepare_split(self.cache, split, plan, self.audio_features, **policies,
-                                                      chunk=self.chunk_clips, progress=self.progress)
-                    self.decode_count += stats.decoded
-                    self.prepare_stats[split] = stats
-            else:
-                self.prepare_stats[split] = store.SplitStats(split, len(members), 0, 0, len(data), len(data.skipped),
-                                                             0.0, cached=True)
-            failed = [s for s in data.skipped if not store.is_policy_skip(s[1])]
-            if failed and self.cfg.on_error == "raise":  # cached by an earlier on_error=skip run
-                path, reason = failed[0]
-                raise MediaError(path, reason)
-            self.data[split] = data
-        self.skipped = [s for split in SPLITS for s in self.data[split].skipped]
+            entries = window_entries(split, self.num_windows(split))
+            windows = [self._decoded(entry, members, split in WAVEFORM_SPLITS, k, len(entries))
+                       for k, entry in enumerate(entries)]
+            self.windows[split] = common_clips(windows)
+            self.data[split] = self.windows[split][0]
+        # every clip a window left out, once (a clip past its end in several windows is one clip)
+        self.skipped = list(dict.fromkeys(s for split in SPLITS for w in self.windows[split] for s in w.skipped))
         for split in SPLITS:
             if not len(self.data[split]):
                 listed = sum(c.split == split for c in clips)
@@ -394,35 +428,43 @@ class AVDataModule(L.LightningDataModule):
             return self.video_features.mean
         return train_pixel_mean(self.data["train"])
 
-    def corrupted(self, split: str, condition: Condition) -> DecodedSplit:
-        """``split`` as ``condition`` corrupts it: loaded from the cache, or computed (and stored) once."""
+    def corrupted(self, split: str, condition: Condition, window: int = 0) -> DecodedSplit:
+        """Window ``window`` of ``split`` as ``condition`` corrupts it: loaded from the cache, or computed (and
+        stored) once."""
         if not self.data:
             self.setup()
         if condition.kind == "video_occlusion" and condition.fill is None:
             condition = condition.with_fill(self.occlusion_fill())
-        key = (split, condition.name)
+        entry = window_entries(split, len(self.windows[split]))[window]
+        key = (entry, condition.name)
         if key not in self._corrupted:
-            clean = self.data[split]
+            clean = self.windows[split][window]
 
             def build() -> CorruptedSplit:
                 self.corrupt_count += 1
                 return corrupt_split(clean, condition, self.audio_features)
 
-            stored = self.cache.get_or_build_condition(split, condition.name, build, index=clean.index,
+            stored = self.cache.get_or_build_condition(entry, condition.name, build, index=clean.index,
                                                        version=CORRUPTION_VERSION)
             self._corrupted[key] = stored.over(clean)
         return self._corrupted[key]
+
+    def corrupted_windows(self, split: str, condition: Condition) -> list[DecodedSplit]:
+        """Every window of ``split`` as ``condition`` corrupts it (``corrupted``)."""
+        if not self.data:
+            self.setup()
+        return [self.corrupted(split, condition, k) for k in range(len(self.windows[split]))]
 
     def dataset(self, split: str, condition: Condition | None = None) -> ClipDataset:
         """The items of ``split``; with a corrupting ``condition``, as it corrupts them (``corrupted``)."""
         if not self.data:
             self.setup()
-        data = self.data[split]
+        windows = self.windows[split]
         if condition is not None and condition.corrupts:
-            data = self.corrupted(split, condition)
+            windows = self.corrupted_windows(split, condition)
         return ClipDataset(
-            data, self.labels(split), self.audio_features, self.video_features,
-            augment=self.spec_augment if split == "train" else None,
+            windows if len(windows) > 1 else windows[0], self.labels(split), self.audio_features, self.video_features,
+            augment=self.spec_augment if split == "train" else None, pick="random" if split == "train" else "stack",
         )
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

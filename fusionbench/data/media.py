@@ -199,9 +199,11 @@ def _probe_options(path: Path) -> list[dict[str, str]] | None:
 
 def decode_job(job: tuple[int, str, dict[str, Any]]) -> tuple[int, DecodedClip | MediaError]:
     """(key, path, decode_clip kwargs) → (key, DecodedClip or the MediaError): for process pools."""
+    from fusionbench.data.windows import resolve_window  # a job may name its window instead of its start
+
     key, path, kwargs = job
     try:
-        return key, decode_clip(path, **kwargs)
+        return key, decode_clip(path, **resolve_window(path, kwargs))
     except MediaError as exc:
         return key, exc
 

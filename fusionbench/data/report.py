@@ -16,7 +16,8 @@ Statuses, in the order a clip is tested against them (the first that holds; fusi
   before a late start); the reason gives the padding in seconds per stream.
 - ``ok``: everything else.
 
-The window is the one the datamodule decodes: ``clip_seconds`` from ``datamodule.window_start(clip)``, in seconds
+The window is the centred one the datamodule decodes (``windows.clip_window_start``; a trimmed clip's end from the
+probe), ``clip_seconds`` long, in seconds
 from the file's first timestamp (as ``media.decode_clip`` counts them). A stream's span is its start + duration from
 the header for containers with an index (``INDEXED_FORMATS``: mp4/mov, mkv/webm, avi, wav, flac, ogg), opened with
 ``HEADER_ONLY`` probing so that FFmpeg decodes no frame either; any other (MPEG-PS/TS, mp3, raw streams), whose
@@ -43,6 +44,7 @@ from fusionbench.data.datasets.base import DatasetRecords
 from fusionbench.data.manifest import Clip
 from fusionbench.data.media import DecodedClip, MediaError
 from fusionbench.data.synthetic import GenerationProgress
+from fusionbench.data.windows import clip_window_start
 
 COLUMNS = ("path", "split", "label", "status", "reason")
 STATUSES = ("ok", "skipped", "padded", "audio_missing", "video_missing")
@@ -282,14 +284,22 @@ def left_out_lines(records: DatasetRecords, root: Path | None = None) -> list[Re
             for row in records.report if row.status != "warning"]
 
 
+def _centred(clip: Clip, probe: Probe, clip_seconds: float, num_frames: int) -> float:
+    """The start of the centred window the datamodule decodes (``windows.clip_window_start``), the file's end taken
+    from the probe (no second open)."""
+    spans = [span for span in (probe.video, probe.audio) if span is not None]
+    end = max(e for _, e in spans) if probe.error is None and spans else None
+    return clip_window_start(clip, clip_seconds, num_frames, duration=end)
+
+
 def report_lines(
-    records: DatasetRecords, probes: Mapping[str, Probe], clip_seconds: float, root: Path | None = None
+    records: DatasetRecords, probes: Mapping[str, Probe], clip_seconds: float, root: Path | None = None,
+    num_frames: int = 16,
 ) -> list[ReportLine]:
     """One line per clip, in the reader's order, then one per row left out (``left_out_lines``)."""
-    from fusionbench.data.datamodule import window_start  # the window the datamodule decodes (lazy: no cycle)
-
     lines = [clip_line(clip, records.class_names,
-                       *clip_status(probes[str(clip.path)], window_start(clip, clip_seconds), clip_seconds), root)
+                       *clip_status(probes[str(clip.path)], _centred(clip, probes[str(clip.path)], clip_seconds,
+                                                                     num_frames), clip_seconds), root)
              for clip in records.clips]
     return lines + left_out_lines(records, root)
 
@@ -391,7 +401,8 @@ def check_data(data_cfg: DictConfig, workers: int = 2, progress: bool = True) ->
     probes = probe_files(paths, workers=workers, progress=shown)
     if shown:
         shown.close()
-    frame = report_frame(report_lines(records, probes, float(data_cfg.clip_seconds), root))
+    frame = report_frame(report_lines(records, probes, float(data_cfg.clip_seconds), root,
+                                      int(data_cfg.video.num_frames)))
     warnings = [f"{row.where}: {row.reason}" if row.where else row.reason
                 for row in records.report if row.status == "warning"]
     return frame, warnings

@@ -447,13 +447,14 @@ def prepare_config(cfg: DictConfig, *, workers: int | None = None, progress: boo
     workers = max(1, os.cpu_count() or 1) if workers is None else int(workers)
     conditions = [parse_condition(name) for name in cfg.eval.conditions]
     datamodule = AVDataModule(cfg.data, seed=cfg.seed, conditions=conditions, decode_workers=workers,
-                              progress=progress, chunk_clips=chunk, min_parallel=2)
+                              progress=progress, chunk_clips=chunk, min_parallel=2,
+                              test_windows=cfg.eval.test_windows)
     datamodule.setup()
     computed, cached = [], []
     for condition in conditions:
         if condition.corrupts:
             before, start = datamodule.corrupt_count, time.perf_counter()
-            datamodule.corrupted("test", condition)
+            datamodule.corrupted_windows("test", condition)
             if datamodule.corrupt_count > before:
                 computed.append((condition.name, time.perf_counter() - start))
             else:

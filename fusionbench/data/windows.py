@@ -7,7 +7,7 @@ n starts at ``s + (L - w) · (k + ½) / n`` (segment start s, length L, window l
 n > 1 spreads the windows evenly with the same margin at both ends (fusionbench's rule; PySlowFast's multi-view test
 uses ``(L - w) · k / n``, which never centres). A segment no longer than the window (within one frame interval,
 ``w / num_frames``, since container durations round) starts at s; one given by ``end_s`` that is shorter than the
-window gets the window centred on it (never before 0), padded as the decoder states.
+window gets the window centred on it (never before 0), a trimmed one starts at s; both padded as the decoder states.
 
 Training draws one of its K cached windows per clip and epoch (``ClipDataset(pick="random")``): a random window
 restricted to K positions, since windows are decoded once into the cache (fusionbench's choice; K = 1 is centred).
@@ -47,12 +47,33 @@ def file_duration(path: str | Path) -> float | None:
         return None
 
 
-def clip_window_start(clip: Clip, clip_seconds: float, num_frames: int, window: int = 0, windows: int = 1) -> float:
-    """``window_start`` over the clip's segment; a trimmed clip (no ``end_s``) ends where its file does."""
-    end_s = clip.end_s
-    if end_s is None:
-        end_s = file_duration(clip.path)
-        if end_s is not None and end_s <= clip.start_s:
-            end_s = None  # the window starts where the row says; the decoder reports a start past the end
-    return window_start(clip.start_s, end_s, clip_seconds, window, windows, tolerance_s=clip_seconds / num_frames
-                        if clip.end_s is None else 0.0)
+def segment_window_start(start_s: float, end_s: float | None, path: str | Path, clip_seconds: float,
+                         num_frames: int, window: int = 0, windows: int = 1, duration: float | None = None) -> float:
+    """``window_start`` over a clip's segment [start_s, end_s]; a trimmed clip (``end_s`` None) ends where its file
+    does (``duration``, or its header's ``file_duration``), within one frame interval."""
+    if end_s is not None:
+        return window_start(start_s, end_s, clip_seconds, window, windows)
+    end = duration if duration is not None else file_duration(path)
+    tolerance_s = clip_seconds / num_frames
+    if end is None or end - start_s <= clip_seconds + tolerance_s:
+        return start_s  # no longer than the window: it starts where the row says (padded at the end, or past it)
+    return window_start(start_s, end, clip_seconds, window, windows)
+
+
+def clip_window_start(clip: Clip, clip_seconds: float, num_frames: int, window: int = 0, windows: int = 1,
+                      duration: float | None = None) -> float:
+    """``segment_window_start`` of a clip record."""
+    return segment_window_start(clip.start_s, clip.end_s, clip.path, clip_seconds, num_frames, window, windows,
+                                duration)
+
+
+def resolve_window(path: str | Path, kwargs: dict) -> dict:
+    """A decode job's kwargs with its ``window`` entry ({start_s, end_s, window, windows}) resolved to ``start_s``
+    (in the worker that decodes it: a trimmed clip's duration is read from its header there, in parallel)."""
+    if "window" not in kwargs:
+        return kwargs
+    kwargs = dict(kwargs)
+    w = kwargs.pop("window")
+    kwargs["start_s"] = segment_window_start(w["start_s"], w["end_s"], path, kwargs["clip_seconds"],
+                                             kwargs["num_frames"], w["window"], w["windows"])
+    return kwargs
