@@ -73,6 +73,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def pretrain_overrides(overrides: list[str]) -> list[str]:
+    """``objective=mae`` → ``pretrain.objective=mae``: a bare key that names a ``pretrain`` field is that field."""
+    from dataclasses import fields
+
+    from fusionbench.config import PretrainConfig
+
+    names = {f.name for f in fields(PretrainConfig)}
+    return [f"pretrain.{o}" if o.split("=", 1)[0] in names else o for o in overrides]
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    cfg = load_config(pretrain_overrides(args.overrides), args.experiment)
+    if args.print_config:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    from fusionbench.pretrain import run
+
+    run_id = run(cfg)
+    print(f"MLflow run {run_id} in {project_path(cfg.tracking.store)}")
+    return 0
+
+
 def grid_from_experiment(experiment: str | None, overrides: list[str]) -> list[list[str]]:
     """The experiment file's ``sweep:`` as override grids (``key=a,b,c``), one per block; command-line keys win.
 
@@ -196,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(train)
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.set_defaults(func=_cmd_train)
+
+    pretrain = sub.add_parser("pretrain", help="pretrain one configuration without labels (objective=contrastive|mae); "
+                              "saves the encoder checkpoint with its MLflow run")
+    with_config(pretrain)
+    pretrain.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    pretrain.set_defaults(func=_cmd_pretrain)
 
     sweep = sub.add_parser("sweep", help="run a grid: key=a,b,c lists and a:b ranges over any key")
     with_config(sweep)

@@ -131,6 +131,7 @@ class TrainConfig:
     # stop once val/loss falls below this (0 = off): a solved run stops instead of spending the rest of its epochs
     # (fusionbench's compute rule, Lightning's EarlyStopping stopping_threshold; patience never stops a run)
     stop_val_loss: float = 0.0
+    protocol: str = "finetune"  # finetune | linear_probe (frozen encoder, BatchNorm + linear head: tasks/probe.py)
 
 
 @dataclass
@@ -157,6 +158,24 @@ class InitConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Self-supervised pretraining (``fusionbench pretrain``; labels are ignored). Defaults are stated choices:
+    τ = 0.05 is CAV-MAE's (Zorro's is unverified); the mask ratios are DeepAVFusion's (video 0.75, audio 0.8); the
+    decoder is narrower and shallower than DeepAVFusion's (512 wide, 8 blocks, 16 heads) so small presets stay fast."""
+
+    objective: str = "none"  # contrastive | mae ("none": a supervised run)
+    temperature: float = 0.05  # InfoNCE τ
+    proj_dim: int = 128  # width of the L2-normalised projection heads
+    fusion_weight: float = 1.0  # weight of NCE(f, proj([a; v])) where the fusion has a fused readout
+    mask_ratio_video: float = 0.75
+    mask_ratio_audio: float = 0.8
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    norm_pix_loss: bool = True  # MAE: targets normalised per patch (mean/var, eps 1e-6)
+
+
+@dataclass
 class Config:
     fusion: str = "late"
     preset: str = "small"
@@ -167,6 +186,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 # Keys that do not change what a run computes: left out of the config hash (run identity adds fusion, data and seed).
