@@ -25,6 +25,14 @@ def tiny_synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_synth_manifest(tiny_synth_root: Path) -> Path:
+    """The clips.csv of ``tiny_synth_root``'s default set (other tests may generate variants beside it)."""
+    from fusionbench.data.datasets.synth import set_dir_for
+
+    return set_dir_for(_synth_cfg(tiny_synth_root, cache_dir="")) / "clips.csv"
+
+
 def _synth_cfg(root: Path, cache_dir: str | Path, **overrides) -> DictConfig:
     cfg = OmegaConf.structured(DataConfig)
     cfg.root = str(root)

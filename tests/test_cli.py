@@ -56,10 +56,9 @@ def test_sweep_fails_before_any_cell_runs(capsys, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ data errors inside a training run
 
 
-def _clips_manifest(tiny_synth_root: Path, out: Path, missing: bool) -> Path:
+def _clips_manifest(source: Path, out: Path, missing: bool) -> Path:
     """A generic clips.csv over the tiny synthetic set's real mp4 files (absolute paths), one row naming a file that
     does not exist when ``missing``."""
-    (source,) = tiny_synth_root.glob("*/clips.csv")
     with source.open() as fh:
         rows = [{"path": str(source.parent / r["path"]), "label": r["label"], "split": r["split"]}
                 for r in csv.DictReader(fh)]
@@ -82,8 +81,8 @@ def _clips_overrides(manifest: Path, tmp_path: Path) -> list[str]:
 
 
 def test_missing_media_file_fails_the_run_with_one_line_and_records_the_reason(capsys, tmp_path: Path,
-                                                                                tiny_synth_root: Path) -> None:
-    manifest = _clips_manifest(tiny_synth_root, tmp_path / "clips.csv", missing=True)
+                                                                                tiny_synth_manifest: Path) -> None:
+    manifest = _clips_manifest(tiny_synth_manifest, tmp_path / "clips.csv", missing=True)
     overrides = _clips_overrides(manifest, tmp_path)
     assert cli.main(["train", *overrides]) == 2
     gone = tmp_path / "gone.mp4"
@@ -167,9 +166,9 @@ def test_synthetic_generation_shows_progress(capsys, tmp_path: Path) -> None:
     assert any("wrote 12 clips in" in line and "clips/s" in line for line in err), err
 
 
-def test_a_diverged_run_ends_in_one_line_exit_1(capsys, tiny_synth_root: Path, tmp_path: Path) -> None:
+def test_a_diverged_run_ends_in_one_line_exit_1(capsys, tiny_synth_manifest: Path, tmp_path: Path) -> None:
     """A run whose loss became NaN/inf is not a bug: one line naming the divergence, exit 1, no traceback."""
-    manifest = _clips_manifest(tiny_synth_root, tmp_path / "clips.csv", missing=False)
+    manifest = _clips_manifest(tiny_synth_manifest, tmp_path / "clips.csv", missing=False)
     argv = ["train", *_clips_overrides(manifest, tmp_path), "train.lr=1e30", "train.grad_clip=0",
             "train.warmup_frac=0", "eval.conditions=[av]"]
     assert cli.main(argv) == 1
