@@ -79,6 +79,9 @@ def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
         cfg.preset,
         **{"audio_shape": datamodule.audio_shape, "video_shape": datamodule.video_shape, **cfg.model},
     )
+    from fusionbench.tasks.probe import wrap  # train.protocol=linear_probe: frozen encoder, BatchNorm + linear head
+
+    model = wrap(model, cfg.train.protocol, datamodule.num_classes)
     task = ClassifyTask(
         model,
         datamodule.num_classes,
