@@ -159,6 +159,7 @@ class InitConfig:
 
 @dataclass
 class PretrainConfig:
+    inflate: str = "central"  # 2-D patch kernel → tubelet: central (ViViT) | average (I3D); fusionbench/nn/pretrained.py
     """Self-supervised pretraining (``fusionbench pretrain``; labels are ignored). Defaults are stated choices:
     τ = 0.05 is CAV-MAE's (Zorro's is unverified); the mask ratios are DeepAVFusion's (video 0.75, audio 0.8); the
     decoder is narrower and shallower than DeepAVFusion's (512 wide, 8 blocks, 16 heads) so small presets stay fast."""
@@ -413,7 +414,7 @@ def validate(cfg: DictConfig) -> None:
 
     choices = {"data.dataset": tuple(READERS), "data.task": ("joint", "modsum", "sync"),
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
-               "data.norm_stats": ("train", "config")}
+               "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average")}
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if key == "data.task" and cfg.data.dataset != "synth":

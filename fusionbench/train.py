@@ -17,6 +17,7 @@ from fusionbench.data.report import log_data_report, run_report, summarise
 from fusionbench.evaluate.conditions import parse_condition
 from fusionbench.evaluate.efficiency import count_params, forward_flops
 from fusionbench.evaluate.profile import PeakMemory, count_flops
+from fusionbench.init import apply_init, log_init
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
 from fusionbench.registry import create_model
 from fusionbench.tasks.classify import ClassifyTask
@@ -80,6 +81,7 @@ def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
         **{"audio_shape": datamodule.audio_shape, "video_shape": datamodule.video_shape, **cfg.model},
     )
     from fusionbench.tasks.probe import wrap  # train.protocol=linear_probe: frozen encoder, BatchNorm + linear head
+    model.init_report = apply_init(model, cfg.init)  # pretrained weights from local files (None: random)
 
     model = wrap(model, cfg.train.protocol, datamodule.num_classes)
     task = ClassifyTask(
@@ -104,6 +106,7 @@ def run(cfg: DictConfig) -> str:
     with tracking.tracked_run(cfg) as tracked:
         datamodule, task = build(cfg)
         log_leak_probe(tracked, datamodule, log=lambda line: print(f"[{label}] {line}", flush=True))  # cached
+        log_init(tracked, task.model, log=lambda line: print(f"[{label}] {line}", flush=True))  # + init_report.json
         geometry = (datamodule.audio_shape, datamodule.video_shape)
         train_clips = len(datamodule.data["train"].index)
         tracked.log_metrics(
