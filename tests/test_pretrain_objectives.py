@@ -55,6 +55,8 @@ def test_info_nce_equals_a_naive_loop():
 def test_contrastive_terms_and_finite_gradients(fusion):
     task = _task("contrastive", fusion, temperature=0.01)  # a sharp τ: exp overflows if the NCE is computed naively
     audio, video = _batch()
+    _, z = task.project(audio, video)
+    assert all(torch.allclose(v.norm(dim=-1), torch.ones(len(v))) for v in z.values())  # L2-normalised projections
     terms = task.objective(audio, video)
     assert ("nce_fused" in terms) == (fusion != "late")  # late fusion has no fused readout
     expected = terms["nce_av"] + terms.get("nce_fused", 0.0)
