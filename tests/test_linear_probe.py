@@ -32,6 +32,8 @@ def test_probe_heads_are_batchnorm_without_affine_and_linear():
         assert isinstance(bn, nn.BatchNorm1d) and not bn.affine and isinstance(linear, nn.Linear)
     probe.train()  # whoever calls train(), the encoder stays in eval mode
     assert probe.probes.training and not any(m.training for m in probe.encoder.modules())
+    one = probe(torch.randn(1, 1, 32, 160), torch.randn(1, 3, 16, 32, 32))  # one clip in training: running stats
+    assert torch.isfinite(one.logits).all() and one.logits.shape == (1, 5)
     trainable = {n for n, p in probe.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("probes.") for n in trainable)
 

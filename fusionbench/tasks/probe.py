@@ -12,6 +12,7 @@ unimodal path decides which remain).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusionbench.nn.model import FusionModel, FusionOutput, mean_stream_loss
@@ -44,8 +45,16 @@ class LinearProbe(nn.Module):
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
         with torch.no_grad():
             features = self.encoder.embed(audio, video)  # {r: (B, D)}
-        streams = {r: self.probes[r](z) for r, z in features.items()}  # {r: (B, C)}
+        streams = {r: self._head(r, z) for r, z in features.items()}  # {r: (B, C)}
         return FusionOutput(logits=mean_logits(streams), streams=streams)
+
+    def _head(self, readout: str, z: Tensor) -> Tensor:
+        """BatchNorm + Linear on (B, D). A training batch (or presence group) of one clip has no batch statistics:
+        it is normalised with the running ones and leaves them as they are (fusionbench's choice)."""
+        bn, linear = self.probes[readout]
+        if self.training and len(z) == 1:
+            return linear(F.batch_norm(z, bn.running_mean, bn.running_var, training=False, eps=bn.eps))
+        return linear(bn(z))
 
     loss = staticmethod(mean_stream_loss)
 
