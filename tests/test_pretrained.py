@@ -247,3 +247,41 @@ def test_init_model_is_strict(tmp_path):
         apply_init(_model("mbt"), _init(model=str(tmp_path / "late.pth")))
     with pytest.raises(UserError, match="mis-shaped"):
         apply_init(_model("late", dim=32, heads=2), _init(model=str(tmp_path / "late.pth")))
+
+
+def test_shared_backbone_takes_blocks_from_video_and_the_audio_tokenizer_from_audio(tmp_path):
+    v, a = _vit(seed=8), _vit(seed=9)
+    torch.save(v.state_dict(), tmp_path / "v.pth")
+    torch.save(a.state_dict(), tmp_path / "a.pth")
+    model = _model("zorro")
+    report = apply_init(model, _init(video=str(tmp_path / "v.pth"), audio=str(tmp_path / "a.pth")))
+    assert torch.equal(model.blocks[0].mlp[0].weight, v.blocks[0].mlp.fc1.weight)
+    assert torch.equal(model.norm.weight, v.norm.weight)
+    assert torch.equal(model.tokenizer.audio.proj.bias, a.patch_embed.proj.bias)
+    assert "blocks.0.mlp.fc1.weight" in report.unused["audio"] and report.unused["video"] == ["cls_token"]
+    assert {"fusion_tokens", "readout_query.global", "heads_out.global.weight"} <= set(report.not_in_checkpoint)
+
+
+def test_the_run_gets_tags_and_init_report_json(tmp_path):
+    import json
+
+    from fusionbench.init import log_init
+
+    torch.save(_vit().state_dict(), tmp_path / "v.pth")
+    model = _model("late")
+    model.init_report = apply_init(model, _init(video=str(tmp_path / "v.pth")))
+
+    class Tracked:
+        tags, texts = {}, {}
+
+        def set_tags(self, tags): self.tags |= tags
+        def log_text(self, text, name): self.texts[name] = text
+
+    tracked, lines = Tracked(), []
+    log_init(tracked, model, log=lines.append)
+    assert tracked.tags["init/video_layout"] == "timm" and len(tracked.tags["init/video_sha256"]) == 64
+    saved = json.loads(tracked.texts["init_report.json"])
+    assert saved["not_in_checkpoint"] == model.init_report.not_in_checkpoint
+    assert "towers.head.weight" in saved["not_in_checkpoint"]
+    assert int(tracked.tags["init/loaded"]) + int(tracked.tags["init/not_in_checkpoint"]) == len(model.state_dict())
+    assert lines and lines[0].startswith("init: video ← ")

@@ -66,10 +66,14 @@ def _read(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint file not found", where=str(path))
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError("reading .safetensors needs the safetensors package (pip install safetensors)",
+                            where=str(path)) from None
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
