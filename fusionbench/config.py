@@ -131,6 +131,10 @@ class TrainConfig:
     # stop once val/loss falls below this (0 = off): a solved run stops instead of spending the rest of its epochs
     # (fusionbench's compute rule, Lightning's EarlyStopping stopping_threshold; patience never stops a run)
     stop_val_loss: float = 0.0
+    # checkpoints every N epochs (0 = none: a killed run starts over); a killed run of the same config resumes from
+    # its last one (fusionbench.tasks.checkpoints); "" = <tracking store dir>/checkpoints
+    checkpoint_every: int = 1
+    checkpoint_dir: str = ""
     protocol: str = "finetune"  # finetune | linear_probe (frozen encoder, BatchNorm + linear head: tasks/probe.py)
 
 
@@ -191,7 +195,8 @@ class Config:
 
 
 # Keys that do not change what a run computes: left out of the config hash (run identity adds fusion, data and seed).
-NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.cache_dir", "data.on_error")
+NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.cache_dir", "data.on_error",
+                "train.checkpoint_every", "train.checkpoint_dir")
 
 
 def _check_keys(given: Any, schema: type, where: str = "") -> None:
@@ -386,6 +391,7 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
         ("train.threads", t.threads >= 1, "must be >= 1"),
         ("train.val_every_n_epochs", t.val_every_n_epochs >= 1, "must be >= 1"),
         ("train.stop_val_loss", t.stop_val_loss >= 0, "must be >= 0 (0 = off)"),
+        ("train.checkpoint_every", t.checkpoint_every >= 0, "must be >= 0 (0 = no checkpoints)"),
         ("train.accelerator", t.accelerator in ACCELERATORS, f"is not one of {', '.join(ACCELERATORS)}"),
         ("train.precision", t.precision in PRECISIONS, f"is not one of {', '.join(PRECISIONS)}"),
         ("eval.top_k", cfg.eval.top_k >= 1, "must be >= 1"),

@@ -20,6 +20,7 @@ from fusionbench.evaluate.profile import PeakMemory, count_flops
 from fusionbench.init import apply_init, log_init
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
 from fusionbench.registry import create_model
+from fusionbench.tasks import checkpoints
 from fusionbench.tasks.classify import ClassifyTask
 
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
@@ -129,14 +130,15 @@ def run(cfg: DictConfig) -> str:
         from fusionbench.tasks.divergence import DivergenceCheck  # NaN/inf loss: TrainingDiverged, run "diverged"
 
         callbacks = [EpochLine(label), MLflowEpochMetrics(tracked), DivergenceCheck(), *_stopping(cfg.train)]
-        trainer = _trainer(cfg, callbacks)
+        saving = checkpoints.Saving(cfg, tracked, log=lambda line: print(f"[{label}] {line}", flush=True))
+        trainer = _trainer(cfg, [*callbacks, *saving.callbacks], enable_checkpointing=bool(saving.callbacks))
         peak = PeakMemory(trainer.strategy.root_device)
-        trainer.fit(task, datamodule=datamodule)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=saving.resume_from, weights_only=True)
         train_s = time.perf_counter() - start
         tracked.log_metrics({
             "train/epochs": trainer.current_epoch,  # < max_epochs when stop_val_loss stopped it
             # cost beside accuracy (fusionbench profile measures it apart, without data loading or validation)
-            "cost/train_clips_s": train_clips * trainer.current_epoch / train_s,
+            "cost/train_clips_s": train_clips * (trainer.current_epoch - saving.epochs_before) / train_s,
             "cost/peak_mem_mb": peak.read(),
             "model/gflops_fwd_bwd": count_flops(task.model, backward=True) / 1e9,
         })
@@ -149,4 +151,5 @@ def run(cfg: DictConfig) -> str:
         headline = task.headline
         shown = "  ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in results.items() if k.endswith(f"/{headline}"))
         print(f"[{label}] test {headline}: {shown}  (train {train_s:.1f} s)", flush=True)
+        saving.finish()  # checkpoints → the run's artifacts; the folder goes (a finished run is never resumed)
         return tracked.run_id
