@@ -159,11 +159,11 @@ class InitConfig:
     model: str = ""  # a whole fusionbench checkpoint
     audio: str = ""  # an audio ViT (AST / AudioMAE layouts, or an image ViT: RGB patch weights summed)
     video: str = ""  # an image ViT (timm ViT / DeiT state dict, MAE checkpoint)
+    inflate: str = "central"  # 2-D patch kernel → tubelet: central (ViViT) | average (I3D); fusionbench/nn/pretrained.py
 
 
 @dataclass
 class PretrainConfig:
-    inflate: str = "central"  # 2-D patch kernel → tubelet: central (ViViT) | average (I3D); fusionbench/nn/pretrained.py
     """Self-supervised pretraining (``fusionbench pretrain``; labels are ignored). Defaults are stated choices:
     τ = 0.05 is CAV-MAE's (Zorro's is unverified); the mask ratios are DeepAVFusion's (video 0.75, audio 0.8); the
     decoder is narrower and shallower than DeepAVFusion's (512 wide, 8 blocks, 16 heads) so small presets stay fast."""
