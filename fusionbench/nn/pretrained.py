@@ -78,7 +78,8 @@ def _read(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a checkpoint, or pickled objects weights_only refuses
-        raise UserError(f"cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        raise UserError(f"cannot read checkpoint: truncated, corrupt or not a torch / safetensors file ({why})",
                         where=str(path)) from exc
     wrapper = None
     for key in ("model", "state_dict", "module"):
