@@ -21,31 +21,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fusionbench.nn.model import FusionModel, FusionOutput, mean_stream_loss
-from fusionbench.nn.towers import TwoTowers, mean_logits, present, resolve_fusion_layer
+from fusionbench.nn.towers import TowerFusion, resolve_fusion_layer
 from fusionbench.registry import register_fusion
 
 
 @register_fusion("mid")
-class MidFusion(FusionModel):
+class MidFusion(TowerFusion):
     def __init__(self, num_classes: int, *, fusion_layer: int | None = None, **geometry) -> None:
         super().__init__(num_classes, **geometry)
         self.fusion_layer = resolve_fusion_layer(fusion_layer, self.depth)
-        self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
-        self.init_head(self.towers.head)
-
-    def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
-        tokens = self.encode(present(*self.tokenizer(audio, video)))  # {m: (B, 1 + N_m, D)}
-        streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}
-        return FusionOutput(logits=mean_logits(streams), streams=streams)
-
-    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
-        """{m: (B, D)}: each tower's CLS after the shared norm (what the shared head reads), for pretraining."""
-        return {m: self.towers.norm(x[:, 0]) for m, x in self.encode(present(*self.tokenizer(audio, video))).items()}
 
     def encode(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Embedded tokens {m: (B, N_m, D)} (any subset of each grid: MAE passes the visible ones) → the final
-        tokens {m: (B, 1 + N_m, D)}, CLS first, before the norm."""
+        """``TowerFusion.encode``: this fusion's routing."""
         tokens = {m: self.towers.with_cls(m, x) for m, x in tokens.items()}  # {m: (B, 1 + N_m, D)}
         for layer in range(self.depth):
             if layer < self.fusion_layer or len(tokens) == 1:
@@ -54,5 +41,3 @@ class MidFusion(FusionModel):
                 both = torch.cat(list(tokens.values()), dim=1)  # (B, 2 + N_a + N_v, D): [A ‖ V]
                 tokens = {m: self.towers.blocks[m][layer](x, context=both) for m, x in tokens.items()}  # route: A ‖ V
         return tokens
-
-    loss = staticmethod(mean_stream_loss)

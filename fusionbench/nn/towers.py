@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from fusionbench.nn.block import make_blocks
+from fusionbench.nn.model import FusionModel, FusionOutput, mean_stream_loss
 
 MODALITIES = ("audio", "video")
 
@@ -47,3 +48,30 @@ def resolve_fusion_layer(fusion_layer: int | None, depth: int) -> int:
     if not 0 <= lf <= depth:
         raise ValueError(f"fusion_layer={fusion_layer} must be in [0, depth={depth}]")
     return lf
+
+
+class TowerFusion(FusionModel):
+    """Late, mid and MBT: ``TwoTowers`` whose final CLS tokens the shared head reads; the prediction is the mean of the
+    per-modality logits and the training loss the mean of the per-modality losses (MBT's rule). A subclass defines
+    only its routing, ``encode``."""
+
+    def __init__(self, num_classes: int, **geometry) -> None:
+        super().__init__(num_classes, **geometry)
+        self.towers = TwoTowers(self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path, num_classes)
+        self.init_head(self.towers.head)
+
+    def encode(self, tokens: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Embedded tokens {m: (B, N_m, D)} (any subset of each grid: MAE passes the visible ones) → the final
+        tokens {m: (B, 1 + N_m, D)}, CLS first, before the norm: the fusion's routing."""
+        raise NotImplementedError
+
+    def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        tokens = self.encode(present(*self.tokenizer(audio, video)))  # {m: (B, 1 + N_m, D)}
+        streams = {m: self.towers.readout(m, x) for m, x in tokens.items()}  # {m: (B, C)}
+        return FusionOutput(logits=mean_logits(streams), streams=streams)
+
+    def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
+        """{m: (B, D)}: each tower's CLS after the shared norm (what the shared head reads), for pretraining."""
+        return {m: self.towers.norm(x[:, 0]) for m, x in self.encode(present(*self.tokenizer(audio, video))).items()}
+
+    loss = staticmethod(mean_stream_loss)
