@@ -59,18 +59,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _run_one(args: argparse.Namespace, overrides: list[str], runner: str) -> int:
+    """Load the config, print it (``--print-config``) or run it with ``<runner>.run`` (one MLflow run)."""
+    import importlib
+
     from omegaconf import OmegaConf
 
-    cfg = load_config(args.overrides, args.experiment)
+    cfg = load_config(overrides, args.experiment)
     if args.print_config:
         print(OmegaConf.to_yaml(cfg))
         return 0
-    from fusionbench.train import run
-
-    run_id = run(cfg)
+    run_id = importlib.import_module(runner).run(cfg)
     print(f"MLflow run {run_id} in {project_path(cfg.tracking.store)}")
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _run_one(args, args.overrides, "fusionbench.train")
 
 
 def pretrain_overrides(overrides: list[str]) -> list[str]:
@@ -84,17 +89,7 @@ def pretrain_overrides(overrides: list[str]) -> list[str]:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    cfg = load_config(pretrain_overrides(args.overrides), args.experiment)
-    if args.print_config:
-        print(OmegaConf.to_yaml(cfg))
-        return 0
-    from fusionbench.pretrain import run
-
-    run_id = run(cfg)
-    print(f"MLflow run {run_id} in {project_path(cfg.tracking.store)}")
-    return 0
+    return _run_one(args, pretrain_overrides(args.overrides), "fusionbench.pretrain")
 
 
 def grid_from_experiment(experiment: str | None, overrides: list[str]) -> list[list[str]]:
