@@ -136,11 +136,12 @@ class RngCheckpoint(Callback):
 
 
 def log_and_clear(tracked: Any, folder: Path) -> int:
-    """Log the periodic checkpoints as the run's artifacts (``checkpoints/``), then remove the folder (a finished
-    run is never resumed); return the number logged. ``last.ckpt`` is a link to the newest and is not copied."""
+    """Log the final checkpoint as the run's artifact (``checkpoints/``), then remove the folder (a finished run is
+    never resumed); return the number logged. Only the newest: the periodic ones exist for resuming, and a ViT-B's
+    are about 1 GB each (fusionbench's choice)."""
     if not folder.is_dir():
         return 0
-    files = sorted(folder.glob("epoch*.ckpt"))
+    files = sorted(folder.glob("epoch*.ckpt"))[-1:]
     for path in files:
         tracked.log_artifact(path, "checkpoints")
     shutil.rmtree(folder)
