@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from fusionbench.data.cache import (
 from fusionbench.data.datasets.synth import set_lock
 from fusionbench.data.features import AudioFeatures, single_thread
 from fusionbench.data.media import DecodedClip, MediaError, decode_job
+from fusionbench.data.synthetic import ConsoleLine
 from fusionbench.errors import UserError
 
 CHUNK_CLIPS = 64  # clips per durable chunk record (≈1–3 s of decoding on 2 cores)
@@ -375,7 +375,7 @@ def _copy_rows(source: Path, dest: Path, rows: list[int], block: int = 256) -> N
 # ------------------------------------------------------------------------------------------------ progress
 
 
-class PrepareProgress:
+class PrepareProgress(ConsoleLine):
     """Progress of one split on stderr: a line rewritten in place on a terminal, otherwise one line every
     ``every_s`` seconds (logs); ``close`` ends the in-place line."""
 
@@ -384,13 +384,6 @@ class PrepareProgress:
         self.total, self.already, self.label, self.stream, self.every_s = total, already, label, stream, every_s
         self.done, self.start = 0, time.perf_counter()
         self.shown = self.start
-
-    def _out(self) -> Any:
-        return self.stream if self.stream is not None else sys.stderr
-
-    def _tty(self) -> bool:
-        isatty = getattr(self._out(), "isatty", None)
-        return bool(isatty and isatty())
 
     def update(self, clips: int) -> None:
         self.done += clips
@@ -403,8 +396,7 @@ class PrepareProgress:
         n = self.already + self.done
         line = (f"{self.label}: {n}/{self.total} clips ({100 * n / max(self.total, 1):.0f} %), {rate:.1f} clips/s, "
                 f"~{left / rate if rate > 0 else float('inf'):.0f} s left")
-        print(f"\r{line}\033[K" if self._tty() else line, end="" if self._tty() else "\n", file=self._out(),
-              flush=True)
+        self._show(line)
 
     def close(self) -> None:
         if self._tty():

@@ -400,13 +400,10 @@ def _write_many(job: tuple[Path, list[ClipFactors]]) -> int:
     return len(factors)
 
 
-class GenerationProgress:
-    """Progress of writing ``n`` clips, on stderr: one line rewritten in place on a terminal, otherwise a plain line
-    each time another ~10 % is done (logs, ``make`` output), then a closing line with the rate in clips/s."""
+class ConsoleLine:
+    """A progress line on ``self.stream`` (stderr when None): rewritten in place on a terminal, a plain line in logs."""
 
-    def __init__(self, n: int, label: str, stream: Any = None, every: float = 0.1) -> None:
-        self.n, self.label, self.stream, self.every = n, label, stream, every
-        self.done, self.shown, self.start = 0, 0.0, time.perf_counter()
+    stream: Any = None
 
     def _out(self) -> Any:
         return self.stream if self.stream is not None else sys.stderr
@@ -414,6 +411,20 @@ class GenerationProgress:
     def _tty(self) -> bool:
         isatty = getattr(self._out(), "isatty", None)
         return bool(isatty and isatty())
+
+    def _show(self, line: str, end_tty: str = "") -> None:
+        """Print ``line``: over the previous one on a terminal (ending with ``end_tty``), else as its own line."""
+        print(f"\r{line}\033[K" if self._tty() else line, end=end_tty if self._tty() else "\n", file=self._out(),
+              flush=True)
+
+
+class GenerationProgress(ConsoleLine):
+    """Progress of writing ``n`` clips, on stderr: one line rewritten in place on a terminal, otherwise a plain line
+    each time another ~10 % is done (logs, ``make`` output), then a closing line with the rate in clips/s."""
+
+    def __init__(self, n: int, label: str, stream: Any = None, every: float = 0.1) -> None:
+        self.n, self.label, self.stream, self.every = n, label, stream, every
+        self.done, self.shown, self.start = 0, 0.0, time.perf_counter()
 
     def update(self, clips: int) -> None:
         self.done += clips
@@ -424,15 +435,13 @@ class GenerationProgress:
         elapsed = time.perf_counter() - self.start
         rate = self.done / elapsed if elapsed > 0 else float("inf")
         eta = (self.n - self.done) / rate if rate > 0 else float("inf")
-        line = f"{self.label}: {self.done}/{self.n} clips ({100 * frac:.0f} %), {rate:.1f} clips/s, ~{eta:.0f} s left"
-        print(f"\r{line}\033[K" if self._tty() else line, end="" if self._tty() else "\n", file=self._out(),
-              flush=True)
+        self._show(f"{self.label}: {self.done}/{self.n} clips ({100 * frac:.0f} %), {rate:.1f} clips/s, "
+                   f"~{eta:.0f} s left")
 
     def close(self) -> None:
         elapsed = time.perf_counter() - self.start
         rate = self.done / elapsed if elapsed > 0 else float("inf")
-        line = f"{self.label}: wrote {self.done} clips in {elapsed:.1f} s ({rate:.1f} clips/s)"
-        print(f"\r{line}\033[K" if self._tty() else line, file=self._out(), flush=True)
+        self._show(f"{self.label}: wrote {self.done} clips in {elapsed:.1f} s ({rate:.1f} clips/s)", end_tty="\n")
 
 
 def clip_path(index: int) -> str:
