@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORKERS ?= 2
+# `make test` runs in TEST_WORKERS pytest-xdist processes with one torch thread each: a test uses about one core
+TEST_WORKERS ?= 2
 STORE ?= results/mlflow.db
 UI_PORT ?= 5000
 
@@ -23,8 +25,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps -c constraints.txt timm  # no torchvision: see pyproject.toml
 	touch $@
 
-test: install ## run the test suite (CPU, a few minutes)
-	$(BIN)/python -m pytest -q -m "not slow"
+test: install ## run the test suite (CPU, a few minutes; TEST_WORKERS=2 processes, one torch thread each)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: install ## run the slow tests too
 	$(BIN)/python -m pytest -q
