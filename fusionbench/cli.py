@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from fusionbench.config import COMMAND_LINE, ConfigError, load_config, project_path
+from fusionbench.config import COMMAND_LINE, SYNTH_TASKS, ConfigError, load_config, project_path
 from fusionbench.errors import TrainingDiverged, UserError
 
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="generate or inspect data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="write the embedded synthetic audio-visual data set as mp4 + clips.csv")
-    synth.add_argument("--task", required=True, choices=["joint", "modsum", "sync"])
+    synth.add_argument("--task", required=True, choices=SYNTH_TASKS)
     synth.add_argument("--n", type=int, default=3000, help="number of clips")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, help="output folder (clips/ and clips.csv)")

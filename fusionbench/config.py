@@ -195,6 +195,8 @@ class Config:
 
 
 # Keys that do not change what a run computes: left out of the config hash (run identity adds fusion, data and seed).
+SYNTH_TASKS = ("joint", "modsum", "sync", "paired")  # the embedded tasks (synthetic.TASKS; no numpy / av import here)
+
 NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.cache_dir", "data.on_error",
                 "train.checkpoint_every", "train.checkpoint_dir")
 
@@ -400,6 +402,19 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
     return rules
 
 
+def _check_pretrain_keys(cfg: DictConfig) -> None:
+    """A supervised run (``pretrain.objective=none``) refuses ``pretrain.*`` settings: they would change its identity
+    and nothing else (a typo for ``fusionbench pretrain``)."""
+    if cfg.pretrain.objective != "none":
+        return
+    defaults = PretrainConfig()
+    changed = [f"pretrain.{f.name}={cfg.pretrain[f.name]!r}" for f in fields(PretrainConfig)
+               if cfg.pretrain[f.name] != getattr(defaults, f.name)]
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} set for a supervised run: pretrain.* keys apply only to "
+                          f"`fusionbench pretrain` (objective=contrastive|mae)", key=changed[0].split("=")[0])
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks that need more than the schema, all before anything runs: the fusion, its options (names and types,
     from its constructor's annotations), the preset, choices, and every value's range (``_value_rules``)."""
@@ -416,9 +431,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model: {exc.args[0]}", key="model") from None
     except TypeError as exc:  # "num_bottlenecks='abc' is not int": registry names the option first
         raise ConfigError(f"model.{exc.args[0]}", key=f"model.{str(exc.args[0]).split('=')[0]}") from None
+    _check_pretrain_keys(cfg)
     from fusionbench.data.datasets import READERS, check_options
 
-    choices = {"data.dataset": tuple(READERS), "data.task": ("joint", "modsum", "sync"),
+    choices = {"data.dataset": tuple(READERS), "data.task": SYNTH_TASKS,
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
                "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average")}
     for key, valid in choices.items():

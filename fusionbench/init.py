@@ -16,6 +16,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -125,5 +126,19 @@ def log_init(tracked: Any, model: nn.Module, log: Callable[[str], None] = print)
     if report is None:
         return
     log(report.line())
-    tracked.set_tags(report.summary())
+    tracked.set_tags({**report.summary(), **provenance_tags(report, tracked.pretrain_run_with)})
     tracked.log_text(report.to_json(), "init_report.json")
+
+
+def provenance_tags(report: InitReport, pretrain_run_with: Callable[[str], str | None]) -> dict[str, str]:
+    """``fb.init`` (a leaderboard column) and ``fb.pretrain_run``: where the weights came from.
+
+    ``init.model`` written by a pretraining run of the same store → ``pretrain:<run id>`` (found by the file's
+    sha256, so a copied or moved ``encoder.pt`` is still traced; ``fb.pretrain_run`` links the two runs); any other
+    file → ``<role>=<file name>`` per role, joined by ``;``. A run without ``init`` is tagged ``random`` when it
+    starts (``tracking.tracked_run``)."""
+    model = report.sources.get("model")
+    run_id = pretrain_run_with(model["sha256"]) if model else None
+    if run_id:
+        return {"fb.init": f"pretrain:{run_id}", "fb.pretrain_run": run_id}
+    return {"fb.init": ";".join(f"{role}={Path(src['path']).name}" for role, src in report.sources.items())}

@@ -4,8 +4,8 @@
 training split (labels ignored), validates on the val split, and saves the encoder — the fusion model's
 ``state_dict()``, classification heads included, without the objective's projection heads or decoders — with
 ``torch.save`` as the artifact ``encoder.pt`` (loadable with ``torch.load(weights_only=True)``). Its path is the tag
-``fb.checkpoint`` (with ``fb.objective``, ``fb.kind=pretrain``), so a downstream run can start from it with
-``init.model=<that path>``.
+``fb.checkpoint`` and its sha256 ``fb.checkpoint_sha256`` (with ``fb.objective``, ``fb.kind=pretrain``), so a
+downstream run can start from it with ``init.model=<that path>`` and is tagged ``fb.pretrain_run=<this run>``.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from fusionbench import tracking
 from fusionbench.config import ConfigError, dataset_name
 from fusionbench.data.datamodule import AVDataModule
 from fusionbench.evaluate.efficiency import count_params
+from fusionbench.init import file_sha256
 from fusionbench.progress import EpochLine, MLflowEpochMetrics, quiet_lightning
 from fusionbench.registry import create_model
 from fusionbench.tasks.pretrain_base import PretrainTask
@@ -109,8 +110,10 @@ def run(cfg: DictConfig) -> str:
         tracked.log_metrics({"train/epochs": trainer.current_epoch, "time/train_s": train_s})
         if trainer.is_global_zero:
             with tempfile.TemporaryDirectory() as tmp:
-                tracked.log_artifact(save_encoder(task.model, Path(tmp) / CHECKPOINT))
+                saved = save_encoder(task.model, Path(tmp) / CHECKPOINT)
+                sha256 = file_sha256(str(saved))
+                tracked.log_artifact(saved)
             path = tracked.artifact_dir / CHECKPOINT
-            tracked.set_tags({"fb.checkpoint": str(path)})
+            tracked.set_tags({"fb.checkpoint": str(path), "fb.checkpoint_sha256": sha256})
             print(f"[{label}] encoder checkpoint {path}  (train {train_s:.1f} s)", flush=True)
         return tracked.run_id

@@ -358,6 +358,16 @@ class TrackedRun:
         return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
 
 
+    def pretrain_run_with(self, checkpoint_sha256: str) -> str | None:
+        """The run (any experiment of this store) whose saved encoder has this sha256 (tag ``fb.checkpoint_sha256``,
+        set by ``fusionbench pretrain``), newest first; None if no run of the store made it."""
+        exp_ids = [e.experiment_id for e in with_retry(self.client.search_experiments)]
+        found = with_retry(self.client.search_runs, exp_ids,
+                           f"tags.`fb.checkpoint_sha256` = '{checkpoint_sha256}'", max_results=1,
+                           order_by=["attributes.start_time DESC"]) if exp_ids else []
+        return found[0].info.run_id if found else None
+
+
 class NullRun(TrackedRun):
     """What a non-zero distributed rank gets: the same interface, logging nothing (rank 0 owns the MLflow run)."""
 
@@ -373,6 +383,9 @@ class NullRun(TrackedRun):
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         pass
+
+    def pretrain_run_with(self, checkpoint_sha256: str) -> str | None:
+        return None
 
     def log_text(self, text: str, artifact_file: str) -> None:
         pass
@@ -460,6 +473,7 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
     tags = {
         "fb.fusion": ident.fusion, "fb.dataset": ident.dataset, "fb.config_hash": ident.config_hash,
         "fb.seed": ident.seed, "fb.identity": ident.key, "fb.preset": cfg.preset,
+        "fb.protocol": cfg.train.protocol, "fb.init": "" if cfg.init.model or cfg.init.video or cfg.init.audio else "random",
         "fb.git_commit": commit, "fb.git_dirty": dirty, "mlflow.source.git.commit": commit,
         **{f"fb.version.{k}": v for k, v in package_versions().items()},
     }

@@ -42,14 +42,32 @@ def test_csv_has_the_latent_factors(tmp_path: Path) -> None:
         assert 3 <= len(row["events"].split(";")) <= 5
 
 
-@pytest.mark.parametrize("task", ["joint", "modsum", "sync"])
+@pytest.mark.parametrize("task", ["joint", "modsum", "sync", "paired"])
 def test_labels_follow_the_task_rule(task: str) -> None:
     spec = S.TASKS[task]
     factors = S.make_factors(spec, 300, seed=1, params=S.render_params(spec))
     for f in factors:
-        rule = {"joint": f.shape * 4 + f.pitch, "modsum": (f.shape + f.pitch) % 4, "sync": int(f.aligned)}[task]
+        rule = {"joint": f.shape * 4 + f.pitch, "modsum": (f.shape + f.pitch) % 4, "sync": int(f.aligned),
+                "paired": f.shape}[task]
         assert f.label == rule
     assert {f.label for f in factors} == set(range(spec.num_classes))  # every class occurs
+
+
+def test_paired_shares_the_class_and_nothing_else() -> None:
+    """paired: the pitch is the shape's; the nuisances vary independently of the class and there are no events."""
+    spec = S.TASKS["paired"]
+    factors = S.make_factors(spec, 400, seed=3, params=S.render_params(spec))
+    assert all(f.pitch == f.shape == f.label and f.events == () == f.audio_events for f in factors)
+    for label in range(4):
+        of_class = [f for f in factors if f.label == label]
+        assert {f.colour for f in of_class} == set(S.COLOURS) and {f.timbre for f in of_class} == set(S.TIMBRES)
+        assert len({f.x0 for f in of_class}) > len(of_class) // 2  # positions still vary (motion on)
+
+
+def test_the_config_and_cli_know_every_task() -> None:
+    from fusionbench.config import SYNTH_TASKS
+
+    assert set(SYNTH_TASKS) == set(S.TASKS)
 
 
 def test_generated_csv_labels_follow_the_rule(tmp_path: Path) -> None:
@@ -144,7 +162,7 @@ def test_drop_replaces_one_modality_with_noise() -> None:
 
 
 def test_task_defaults_are_data_and_a_spec_can_be_overridden(tmp_path: Path) -> None:
-    assert {t: s.num_classes for t, s in S.TASKS.items()} == {"joint": 16, "modsum": 4, "sync": 2}
+    assert {t: s.num_classes for t, s in S.TASKS.items()} == {"joint": 16, "modsum": 4, "sync": 2, "paired": 4}
     assert S.TASKS["joint"].unimodal_ceiling == 0.25 and S.TASKS["sync"].unimodal_ceiling == 0.5
     assert S.unimodal_ceiling("joint", drop_p=0.4) == pytest.approx(0.8 * 0.25 + 0.2 / 16)
     quiet = dataclasses.replace(S.TASKS["joint"], events=(1, 1))

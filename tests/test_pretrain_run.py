@@ -64,3 +64,38 @@ def test_pretrain_refuses_a_bad_objective(tiny_synth_root, tmp_path):
         run(load_config([*_overrides(tiny_synth_root, tmp_path), "pretrain.objective=none"]))
     with pytest.raises(ConfigError, match="supports deepavfusion"):
         run(load_config([*_overrides(tiny_synth_root, tmp_path), "fusion=early", "pretrain.objective=mae"]))
+
+
+def test_a_supervised_run_refuses_pretrain_keys():
+    with pytest.raises(ConfigError, match=r"pretrain\.temperature=0\.1 set for a supervised run"):
+        load_config(["pretrain.temperature=0.1"])
+    load_config(["pretrain.objective=contrastive", "pretrain.temperature=0.1"])  # a pretraining run takes them
+
+
+def test_probe_rows_carry_the_protocol_and_the_pretraining_run(tiny_synth_root, tmp_path, capsys):
+    """A probe of a pretraining run's encoder is traced to that run by the file's sha256 (here a moved copy), and the
+    runs table tells it apart from the random-encoder probe and the fine-tuned run (tags fb.protocol / fb.init)."""
+    import shutil
+
+    from fusionbench.reports.runs import finished_runs, runs_table
+
+    overrides = _overrides(tiny_synth_root, tmp_path)
+    assert cli.main(["pretrain", "fusion=deepavfusion", "objective=mae", *overrides]) == 0
+    cfg = load_config(overrides)
+    (pre,) = tracking.search_all(cfg.tracking.store, cfg.tracking.experiment)
+    moved = tmp_path / "elsewhere" / "encoder.pt"
+    moved.parent.mkdir()
+    shutil.copy(pre.data.tags["fb.checkpoint"], moved)
+    probe = ["fusion=deepavfusion", "train.protocol=linear_probe", "eval.conditions=[av]", *overrides]
+    assert cli.main(["train", *probe, f"init.model={moved}"]) == 0
+    assert cli.main(["train", *probe]) == 0
+    assert cli.main(["train", "fusion=deepavfusion", "eval.conditions=[av]", *overrides]) == 0
+    capsys.readouterr()
+    runs = tracking.runs_frame(cfg.tracking.store, cfg.tracking.experiment)
+    linked = runs[runs["tags.fb.init"].str.startswith("pretrain:", na=False)]
+    assert list(linked["tags.fb.pretrain_run"]) == [pre.info.run_id]
+    table = runs_table(finished_runs(cfg.tracking.store, cfg.tracking.experiment))
+    av = table[table["condition"] == "av"]
+    assert sorted(zip(av["protocol"], av["init"])) == sorted([
+        ("linear_probe", f"pretrain:{pre.info.run_id}"), ("linear_probe", "random"), ("finetune", "random")])
+    assert av["config_hash"].nunique() == 3  # three leaderboard entries, never averaged together

@@ -17,6 +17,10 @@ Tasks (``TASKS``; the rows of reference/synthetic-tasks.md):
 - ``modsum`` (4): label = (shape + pitch) mod 4. Each modality alone is at chance. The object is still and of one
   colour, there are no events, and the noise is milder (``TaskSpec.motion``, ``colour``, ``events``): the
   interaction has no gradient signal until both factors are salient (fusionbench's choice, measured; see ``TASKS``).
+- ``paired`` (4): label = shape = pitch: one source, seen and heard (each shape sounds its own pitch). Either modality
+  alone solves it; the class is the only factor the two share (no events; colour, position, motion and timbre are
+  independent nuisances), so audio-visual correspondence (contrastive pretraining) can learn it without labels. The
+  pretraining benchmark's task (fusionbench's own, not a fusion test).
 - ``sync`` (2): 1 if the audio bursts fall on the visual flash frames, 0 if they are the same rhythm circularly
   shifted. Leak-free by construction (fusionbench's rule): visual events are a uniform k-subset of all T frames
   (first and last included), a negative's shift is uniform over the shifts that put every burst ≥ ``min_shift``
@@ -77,6 +81,7 @@ class TaskSpec:
     min_shift: int = 2  # sync negatives: every burst is ≥ this many frames (circularly) from every flash
     motion: bool = True  # False: the object sits still at the frame centre (no position nuisance)
     colour: str | None = None  # a fixed object colour; None: the colour is a random nuisance factor
+    paired: bool = False  # True: the pitch is the shape's (pitch index = shape index), one source seen and heard
 
     def label(self, shape: int, pitch: int, aligned: bool) -> int:
         if self.name == "joint":
@@ -85,6 +90,8 @@ class TaskSpec:
             return (shape + pitch) % 4
         if self.name == "sync":
             return int(aligned)
+        if self.name == "paired":
+            return shape
         raise ValueError(f"no label rule for task {self.name!r}")
 
 
@@ -105,6 +112,12 @@ TASKS: dict[str, TaskSpec] = {
         "modsum", 4, "(shape + pitch) mod 4", 0.25, tuple(f"sum{k}" for k in range(4)),
         video_noise=0.03, audio_snr_db=20.0, events=(0, 0), motion=False, colour="red",
     ),
+    # paired: the joint task's nuisances and noise, without events (aligned bursts and flashes would be a second
+    # shared factor, one that tells the clips of a batch apart better than the 4 classes do).
+    "paired": TaskSpec(
+        "paired", 4, "shape = pitch (one source, seen and heard)", 1.0,
+        tuple(f"{s}_{int(p)}hz" for s, p in zip(SHAPES, PITCHES_HZ)), events=(0, 0), paired=True,
+    ),
     "sync": TaskSpec(
         "sync", 2, "1 if the audio bursts coincide with the visual flashes, 0 if circularly shifted by ≥ 2 frames",
         0.5, ("shifted", "aligned"), video_noise=0.15, audio_snr_db=10.0, events=(2, 4), flash="frame",
@@ -118,6 +131,8 @@ KNOWN_ANSWERS: dict[str, str] = {
     "joint": "every fusion solves it; one modality alone reaches at most 25 %",
     "modsum": "score-level late fusion stays at chance (25 %); the cross-modal fusions are clearly above",
     "sync": "the fusions with time-aligned cross-modal attention beat late fusion",
+    "paired": "either modality alone solves it; pretraining without labels + a linear probe beats the probe of the "
+              "same encoder randomly initialised (benchmarks/pretrain_gain.py)",
 }
 STRETCH_TASKS: dict[str, str] = {
     "sync": "leak-free, yet no fusion has left chance within the CPU budget (the evidence is in the README)",
@@ -206,6 +221,8 @@ def draw_factors(spec: TaskSpec, seed: int, index: int, params: RenderParams, dr
     shape = int(rng.integers(len(SHAPES)))
     colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
     pitch = int(rng.integers(len(PITCHES_HZ)))
+    if spec.paired:  # after the draw, so the RNG stream does not depend on the spec
+        pitch = shape
     pitch_hz = round(PITCHES_HZ[pitch] * (1 + rng.uniform(-PITCH_JITTER, PITCH_JITTER)), 2)
     timbre = TIMBRES[int(rng.integers(len(TIMBRES)))]
     lo, hi = OBJECT_RADIUS * size + 1, size - OBJECT_RADIUS * size - 1

@@ -4,7 +4,10 @@ from __future__ import annotations
 import re
 
 
-RUN_KEYS = ["run_id", "fusion", "dataset", "preset", "config_hash", "seed", "condition", "status"]
+RUN_KEYS = ["run_id", "fusion", "dataset", "preset", "config_hash", "protocol", "init", "seed", "condition", "status"]
+# protocol: train.protocol (finetune | linear_probe); init: where the weights came from (random, pretrain:<run id> of
+# the pretraining run that saved init.model, or <role>=<file name>; tags fb.protocol / fb.init, fusionbench.init)
+RUN_DEFAULTS = {"protocol": "finetune", "init": "random"}  # runs recorded before the tags existed
 COST_METRICS = {  # runs.csv column → MLflow metric
     "params": "model/params",
     "gflops": "model/gflops",
@@ -36,17 +39,17 @@ REFERENCE_METRICS = {  # column → MLflow metric logged by train.py: what a mod
 #            + list(REFERENCE_METRICS)
 
 LEADERBOARD_COLUMNS = [
-    "fusion", "dataset", "condition", "metric", "mean", "std", "n_seeds", "ci95_low", "ci95_high",
+    "fusion", "dataset", "protocol", "init", "condition", "metric", "mean", "std", "n_seeds", "ci95_low", "ci95_high",
     "params", "gflops", "train_clips_s", "peak_mem_mb", "preset", "config_hash",
     *PROBE_METRICS, "leak_probe_leak",  # the entry's probe (mean over its runs; leak: any run's)
     "chance", "majority",  # the entry's reference rates (mean over its runs; NaN where not logged)
 ]
 ROBUSTNESS_COLUMNS = [
-    "fusion", "dataset", "preset", "config_hash", "kind", "metric", "levels", "clean", "mean_corrupted",
+    "fusion", "dataset", "preset", "config_hash", "protocol", "init", "kind", "metric", "levels", "clean", "mean_corrupted",
     "auc", "relative_auc", "effective_robustness", "n_seeds",
     "chance", "majority",  # relative_auc / effective_robustness are NaN unless clean is above both (see robustness)
 ]
-GROUP = ["fusion", "dataset", "preset", "config_hash"]
+GROUP = ["fusion", "dataset", "preset", "config_hash", "protocol", "init"]
 ENTRY_COST = ["params", "gflops", "train_clips_s", "peak_mem_mb"]  # an entry's cost beside its scores (run means)
 PARETO_X = {  # leaderboard.csv column → the Pareto plot's x-axis label (any cost can be the x-axis)
     "gflops": "GFLOPs per clip (forward)",

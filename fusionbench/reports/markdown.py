@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from fusionbench.reports.columns import BOUNDED_METRICS, GROUP, condition_order
+from fusionbench.reports.columns import BOUNDED_METRICS, GROUP, RUN_DEFAULTS, condition_order
 from fusionbench.reports.fmt import _fmt_count, _fmt_gflops, _fmt_rate, _pct
 from fusionbench.reports.robustness import SAME_SCORE as DEGENERATE_ATOL
 from fusionbench.reports.robustness import reference_rate
@@ -25,15 +25,25 @@ def entry_table(board: pd.DataFrame, dataset: str, metric: str) -> pd.DataFrame:
 
 
 def _labels(entries: pd.DataFrame) -> pd.Series:
-    """Row label per entry: the fusion name, plus preset and hash only where needed to tell entries apart."""
-    labels = entries["fusion"].astype(str)
+    """Row label per entry: the fusion name with its protocol and weights where they are not the default
+    (``zorro [linear_probe, pretrain:1a2b3c4d]``), plus preset and hash only where needed to tell entries apart."""
+    base = entries["fusion"].astype(str)
+    if not entries.empty:
+        base = base + entries.apply(_provenance, axis=1)
+    labels = base
     if labels.duplicated(keep=False).any():
-        with_preset = labels + " (" + entries["preset"].astype(str) + ")"
+        with_preset = base + " (" + entries["preset"].astype(str) + ")"
         labels = labels.where(~labels.duplicated(keep=False), with_preset)
         if labels.duplicated(keep=False).any():
-            full = entries["fusion"] + " (" + entries["preset"].astype(str) + ", " + entries["config_hash"] + ")"
+            full = base + " (" + entries["preset"].astype(str) + ", " + entries["config_hash"] + ")"
             labels = labels.where(~labels.duplicated(keep=False), full)
     return labels
+
+
+def _provenance(entry: pd.Series) -> str:
+    parts = [str(entry.get(c)) for c, default in RUN_DEFAULTS.items() if str(entry.get(c, default)) != default]
+    parts = [p[:len("pretrain:") + 8] if p.startswith("pretrain:") else p for p in parts]  # a run id's first 8
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def known_answer_lines(dataset: str) -> list[str]:

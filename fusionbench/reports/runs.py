@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from fusionbench import tracking
-from fusionbench.reports.columns import (COST_METRICS, KNOWN_METRICS, PROBE_COLUMNS, REFERENCE_METRICS, RUN_KEYS,
-                                      condition_order)
+from fusionbench.reports.columns import (COST_METRICS, KNOWN_METRICS, PROBE_COLUMNS, REFERENCE_METRICS, RUN_DEFAULTS,
+                                      RUN_KEYS, condition_order)
 from fusionbench.reports.probe import _probe_columns, probe_table
 
 
@@ -67,6 +67,8 @@ def runs_table(runs: pd.DataFrame) -> pd.DataFrame:
         "dataset": runs["tags.fb.dataset"],
         "preset": runs.get("tags.fb.preset", pd.Series(index=runs.index, dtype=object)),
         "config_hash": runs["tags.fb.config_hash"],
+        **{c: runs.get(f"tags.fb.{c}", pd.Series(index=runs.index, dtype=object)).fillna(d).replace("", d)
+           for c, d in RUN_DEFAULTS.items()},
         "seed": pd.to_numeric(runs["tags.fb.seed"]).astype(int),
         "status": runs["status"],
     })
