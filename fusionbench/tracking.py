@@ -473,7 +473,8 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
     tags = {
         "fb.fusion": ident.fusion, "fb.dataset": ident.dataset, "fb.config_hash": ident.config_hash,
         "fb.seed": ident.seed, "fb.identity": ident.key, "fb.preset": cfg.preset,
-        "fb.protocol": cfg.train.protocol, "fb.init": "" if cfg.init.model or cfg.init.video or cfg.init.audio else "random",
+        "fb.protocol": cfg.train.protocol,
+        "fb.init": "" if cfg.init.model or cfg.init.video or cfg.init.audio else "random",  # "": set by log_init
         "fb.git_commit": commit, "fb.git_dirty": dirty, "mlflow.source.git.commit": commit,
         **{f"fb.version.{k}": v for k, v in package_versions().items()},
     }
