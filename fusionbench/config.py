@@ -67,7 +67,12 @@ class SynthConfig:
     seed: int = 0
     video_noise: float | None = None  # pixel noise σ (pixels in [0, 1]); None: the task's own (synthetic.TASKS)
     audio_snr_db: float | None = None  # white-noise SNR of the audio track; None: the task's own
-    drop_p: float = 0.0  # probability that one modality of a clip is replaced by pure noise
+    # with probability drop_p a clip of drop_splits loses one modality (audio or video, 50/50): drop_mode absent = the
+    # mp4 has no stream for it (the reader reports it missing; data.missing_modality decides), noise = the stream is
+    # pure noise (destroyed: nothing says so). Train only by default, so the test split stays clean
+    drop_p: float = 0.0
+    drop_mode: str = "absent"
+    drop_splits: list[str] = field(default_factory=lambda: ["train"])
     val_frac: float = 0.15  # the generator's exact split fractions (written in its clips.csv split column)
     test_frac: float = 0.15
 
@@ -136,6 +141,14 @@ class TrainConfig:
     checkpoint_every: int = 1
     checkpoint_dir: str = ""
     protocol: str = "finetune"  # finetune | linear_probe (frozen encoder, BatchNorm + linear head: tasks/probe.py)
+    # each training clip with both modalities drops one (audio or video, 50/50) with this probability, marked absent
+    # so the fusion's own unimodal path runs (tasks/modality_dropout.py); 0 = off; validation and test untouched
+    modality_dropout: float = 0.0
+    # modality balancing: none | ogm | ogm_ge (Peng et al. CVPR 2022, tasks/ogm_ge.py); ogm_alpha is the paper's α,
+    # ogm_until the fraction of the optimiser steps it modulates (the README's epochs 0-50 of 100)
+    balance: str = "none"
+    ogm_alpha: float = 0.1
+    ogm_until: float = 0.5
 
 
 @dataclass
@@ -199,6 +212,12 @@ SYNTH_TASKS = ("joint", "modsum", "sync", "paired")  # the embedded tasks (synth
 
 NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.cache_dir", "data.on_error",
                 "train.checkpoint_every", "train.checkpoint_dir")
+# Keys added after runs were recorded, left out of the config hash while they hold this value (the value that
+# computes what runs did before the key existed), so adding them does not change any earlier run's identity.
+HASHED_UNLESS_DEFAULT = {
+    "train.modality_dropout": 0.0, "train.balance": "none", "train.ogm_alpha": 0.1, "train.ogm_until": 0.5,
+    "data.synth.drop_mode": "absent", "data.synth.drop_splits": ["train"],
+}
 
 
 def _check_keys(given: Any, schema: type, where: str = "") -> None:
@@ -369,6 +388,8 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
         ("data.synth.num_clips", s.num_clips > 0, "must be > 0"),
         ("data.synth.video_noise", s.video_noise is None or s.video_noise >= 0, "must be >= 0 (or null: the task's)"),
         ("data.synth.drop_p", 0 <= s.drop_p <= 1, "must be in [0, 1]"),
+        ("data.synth.drop_splits", len(s.drop_splits) > 0 and set(s.drop_splits) <= {"train", "val", "test"},
+         "must name one or more of train, val, test"),
         ("data.synth.val_frac", 0 <= s.val_frac < 1, "must be in [0, 1)"),
         ("data.synth.test_frac", 0 <= s.test_frac < 1, "must be in [0, 1)"),
         ("data.synth.test_frac", s.val_frac + s.test_frac < 1,
@@ -394,6 +415,9 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
         ("train.val_every_n_epochs", t.val_every_n_epochs >= 1, "must be >= 1"),
         ("train.stop_val_loss", t.stop_val_loss >= 0, "must be >= 0 (0 = off)"),
         ("train.checkpoint_every", t.checkpoint_every >= 0, "must be >= 0 (0 = no checkpoints)"),
+        ("train.modality_dropout", 0 <= t.modality_dropout <= 1, "must be in [0, 1] (0 = off)"),
+        ("train.ogm_alpha", t.ogm_alpha > 0, "must be > 0"),
+        ("train.ogm_until", 0 < t.ogm_until <= 1, "must be in (0, 1]"),
         ("train.accelerator", t.accelerator in ACCELERATORS, f"is not one of {', '.join(ACCELERATORS)}"),
         ("train.precision", t.precision in PRECISIONS, f"is not one of {', '.join(PRECISIONS)}"),
         ("eval.top_k", cfg.eval.top_k >= 1, "must be >= 1"),
@@ -436,7 +460,8 @@ def validate(cfg: DictConfig) -> None:
 
     choices = {"data.dataset": tuple(READERS), "data.task": SYNTH_TASKS,
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
-               "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average")}
+               "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average"),
+               "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge")}
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
         if key == "data.task" and cfg.data.dataset != "synth":
@@ -448,6 +473,12 @@ def validate(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, key)
             value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
             raise ConfigError(f"{key}={value!r} {rule}", key=key)
+    if cfg.train.balance != "none":
+        from fusionbench.tasks.ogm_ge import check as check_balance
+
+        reason = check_balance(cfg.fusion, cfg.train.protocol)
+        if reason:
+            raise ConfigError(f"train.balance={cfg.train.balance!r} {reason}", key="train.balance")
     check_options(cfg.data)
     check_geometry(cfg)
     from fusionbench.evaluate.conditions import parse_condition
@@ -502,6 +533,7 @@ def config_hash(cfg: DictConfig) -> str:
     """Hash of everything that changes what a run computes (not the seed, the store, or worker counts)."""
     flat = flatten(to_dict(cfg))
     kept = {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in NON_SEMANTIC)}
+    kept = {k: v for k, v in kept.items() if k not in HASHED_UNLESS_DEFAULT or v != HASHED_UNLESS_DEFAULT[k]}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -516,15 +548,27 @@ def data_root(data: DictConfig) -> Path:
 def dataset_name(cfg: DictConfig) -> str:
     """The dataset as leaderboards name it; two datasets never share one (fusionbench's rule).
 
-    ``synth-<task>``; ``<dataset>-<root folder name>`` for a real dataset (``vggsound-VGGSound``); ``clips-<folder>-
+    ``synth-<task>`` (+ ``drop_suffix`` where clips lose a modality); ``<dataset>-<root folder name>`` for a real
+    dataset (``vggsound-VGGSound``); ``clips-<folder>-
     <6 hex of the resolved folder>`` for a generic clips.csv (users' folders are often called ``data`` or ``clips``).
     """
     if cfg.data.dataset == "synth":
-        return f"synth-{cfg.data.task}"
+        s = cfg.data.synth
+        return f"synth-{cfg.data.task}{drop_suffix(s.drop_p, s.drop_mode, list(s.drop_splits))}"
     root = data_root(cfg.data).resolve()
     if cfg.data.dataset == "clips":
         return f"clips-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:6]}"
     return f"{cfg.data.dataset}-{root.name}"
+
+
+def drop_suffix(drop_p: float, drop_mode: str = "absent", drop_splits: list[str] | tuple[str, ...] = ("train",)) -> str:
+    """A synthetic set's name suffix for ``data.synth.drop_p`` > 0 (a set with failing modalities is another dataset):
+    ``-drop0.5``, then ``-noise`` for destroyed streams, then the splits unless train only (``-train+val+test``)."""
+    if not drop_p:
+        return ""
+    splits = [x for x in ("train", "val", "test") if x in drop_splits]
+    return (f"-drop{float(drop_p):g}" + ("-noise" if drop_mode == "noise" else "")
+            + ("" if splits == ["train"] else "-" + "+".join(splits)))
 
 
 def project_path(path: str | Path) -> Path:

@@ -184,14 +184,22 @@ def leak_probe(
         parts = [_features_of(job) for job in jobs]
     return probe_features(
         np.concatenate([v for v, _ in parts]), np.concatenate([a for _, a in parts]),
-        np.array([c.label for c in clips]), np.array([c.split for c in clips]), task, float(info.get("drop_p", 0.0)),
+        np.array([c.label for c in clips]), np.array([c.split for c in clips]), task, test_drop_p(info),
     )
+
+
+def test_drop_p(info: dict[str, Any]) -> float:
+    """The drop probability of a set's test split (what its unimodal ceiling depends on): ``drop_p`` where the
+    generator dropped test clips (a record without ``drop_splits`` dropped every split), else 0."""
+    drop_p = float(info.get("drop_p", 0.0))
+    return drop_p if "test" in info.get("drop_splits", synthetic.ALL_SPLITS) else 0.0
 
 
 def _features_of(job: tuple[list[str], dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Decode a chunk of clips → (video features, audio features)."""
     paths, kwargs = job
-    clips = [decode_clip(path, **kwargs) for path in paths]
+    # a set with absent streams (data.synth.drop_mode=absent): the missing modality decodes as zeros
+    clips = [decode_clip(path, **kwargs, allow_missing_audio=True, allow_missing_video=True) for path in paths]
     frames = np.stack([c.frames for c in clips])  # (n, T, H, W, 3)
     waves = np.stack([c.waveform for c in clips])  # (n, S)
     return video_features(frames), audio_features(waves, kwargs["sample_rate"], kwargs["num_frames"])

@@ -9,7 +9,12 @@ gives the same files):
 - audio: a ``pitch`` (330, 523, 784, 1245 Hz, ±3 % jitter) in a nuisance ``timbre`` (sine, square, saw; band-limited):
   a quiet continuous tone plus 80 ms bursts starting at each audio event frame's start; white noise at
   ``audio_snr_db`` relative to the clip's clean signal.
-- ``drop``: with probability ``drop_p`` one modality (audio or video, 50/50) is replaced by pure noise.
+- ``drop``: with probability ``drop_p`` a clip of ``drop_splits`` loses one modality (audio or video, 50/50, drawn
+  for every clip, so the same clips lose the same modality whichever splits are dropped). ``drop_mode``: ``noise``
+  (destroyed: the stream is pure noise, nothing marks it) or ``absent`` (the mp4 has no stream for it: the reader
+  reports it missing, and ``data.missing_modality=absent`` routes the clip through the fusion's unimodal path).
+  ``data.synth`` defaults: absent, train only (the test split stays clean); the functions' own defaults are noise
+  in every split (``fusionbench data synth --drop-p``).
 
 Tasks (``TASKS``; the rows of reference/synthetic-tasks.md):
 
@@ -182,6 +187,7 @@ class ClipFactors:
     noise_seed: int
     params: RenderParams = RenderParams()
     split: str = ""
+    drop_mode: str = "noise"  # how ``drop`` fails: noise (a pure-noise stream) | absent (no stream in the mp4)
 
     def row(self, path: str) -> dict[str, Any]:
         """The clip's ``clips.csv`` row."""
@@ -289,6 +295,8 @@ def render_video(f: ClipFactors, rng: np.random.Generator) -> np.ndarray:
     """uint8 (T, H, W, 3) frames of clip ``f``."""
     p = f.params
     T, size = p.num_frames, p.size
+    if f.drop == "video" and f.drop_mode == "absent":  # what the reader gives for a missing stream
+        return np.zeros((T, size, size, 3), dtype=np.uint8)
     if f.drop == "video":
         mean, std = DROPPED_VIDEO
         noise = mean + std * rng.standard_normal((T, size, size, 3), dtype=np.float32)
@@ -341,6 +349,8 @@ def render_audio(f: ClipFactors, rng: np.random.Generator) -> np.ndarray:
     p = f.params
     sr = p.sample_rate
     n = round(sr * p.clip_seconds)
+    if f.drop == "audio" and f.drop_mode == "absent":  # what the reader gives for a missing stream
+        return np.zeros(n, dtype=np.float32)
     env = np.full(n, TONE_LEVEL)  # (S,)
     burst_n, ramp_n = round(BURST_SECONDS * sr), round(RAMP_SECONDS * sr)
     shape = np.ones(burst_n)
@@ -377,8 +387,9 @@ AAC_OPTIONS = {"aac_coder": "fast"}  # ~2× faster than the default twoloop code
 AAC_BIT_RATE = 64000
 
 
-def write_mp4(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int) -> None:
-    """One mp4 with H.264 video (libx264, yuv420p, single thread, mbtree=0) and mono AAC audio."""
+def write_mp4(path: Path, frames: np.ndarray | None, waveform: np.ndarray | None, fps: float, sample_rate: int) -> None:
+    """One mp4 with H.264 video (libx264, yuv420p, single thread, mbtree=0) and mono AAC audio; a modality given as
+    None has no stream in the file."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")  # renamed when complete: readers never see half a file
     try:
@@ -388,31 +399,38 @@ def write_mp4(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, 
         tmp.unlink(missing_ok=True)
 
 
-def _encode(path: Path, frames: np.ndarray, waveform: np.ndarray, fps: float, sample_rate: int) -> None:
+def _encode(path: Path, frames: np.ndarray | None, waveform: np.ndarray | None, fps: float, sample_rate: int) -> None:
     from fractions import Fraction
 
-    T, H, W, _ = frames.shape
     with av.open(str(path), "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000), options=dict(X264_OPTIONS))
-        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
-        video.codec_context.thread_count = 1
-        audio = container.add_stream("aac", rate=sample_rate, layout="mono", options=dict(AAC_OPTIONS))
-        audio.bit_rate = AAC_BIT_RATE
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        frame = av.AudioFrame.from_ndarray(waveform[None, :].astype(np.float32), format="flt", layout="mono")
-        frame.sample_rate, frame.pts = sample_rate, 0
-        container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
+        if frames is not None:
+            T, H, W, _ = frames.shape
+            rate = Fraction(fps).limit_denominator(1000)
+            video = container.add_stream("libx264", rate=rate, options=dict(X264_OPTIONS))
+            video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+            video.codec_context.thread_count = 1
+        if waveform is not None:
+            audio = container.add_stream("aac", rate=sample_rate, layout="mono", options=dict(AAC_OPTIONS))
+            audio.bit_rate = AAC_BIT_RATE
+        if frames is not None:
+            for i, rgb in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts = i
+                container.mux(video.encode(frame))
+            container.mux(video.encode(None))
+        if waveform is not None:
+            frame = av.AudioFrame.from_ndarray(waveform[None, :].astype(np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, 0
+            container.mux(audio.encode(frame))
+            container.mux(audio.encode(None))
 
 
 def _write_many(job: tuple[Path, list[ClipFactors]]) -> int:
     out, factors = job
     for f in factors:
         frames, waveform = render_clip(f)
+        if f.drop_mode == "absent":  # the dropped modality has no stream in the file
+            frames, waveform = (None if f.drop == "video" else frames), (None if f.drop == "audio" else waveform)
         write_mp4(out / clip_path(f.index), frames, waveform, f.params.fps, f.params.sample_rate)
     return len(factors)
 
@@ -477,23 +495,41 @@ def render_params(
     )
 
 
+ALL_SPLITS = ("train", "val", "test")
+
+
 def make_factors(
     spec: TaskSpec, n: int, seed: int, params: RenderParams, *, drop_p: float = 0.0, val_frac: float = 0.15,
-    test_frac: float = 0.15,
+    test_frac: float = 0.15, drop_mode: str = "noise", drop_splits: Sequence[str] = ALL_SPLITS,
 ) -> list[ClipFactors]:
-    """The factors of clips 0 … n-1 with their splits: what ``generate`` writes, without writing it."""
+    """The factors of clips 0 … n-1 with their splits: what ``generate`` writes, without writing it. Clips outside
+    ``drop_splits`` keep both modalities (their draws are made all the same: the RNG streams do not depend on it)."""
+    if drop_mode not in ("noise", "absent"):
+        raise ValueError(f"drop_mode={drop_mode!r} is not one of noise, absent")
     splits = assign_splits(n, seed, val_frac, test_frac)
-    return [dataclasses.replace(draw_factors(spec, seed, i, params, drop_p), split=splits[i]) for i in range(n)]
+    out = []
+    for i in range(n):
+        f = draw_factors(spec, seed, i, params, drop_p)
+        drop = f.drop if splits[i] in drop_splits else ""
+        out.append(dataclasses.replace(f, split=splits[i], drop=drop, drop_mode=drop_mode))
+    return out
 
 
 def generator_info(spec: TaskSpec, n: int, seed: int, params: RenderParams, drop_p: float, val_frac: float,
-                   test_frac: float) -> dict[str, Any]:
-    """What ``out/generator.json`` records: everything that determines the set (and the codec versions)."""
-    return {
+                   test_frac: float, drop_mode: str = "noise", drop_splits: Sequence[str] = ALL_SPLITS,
+                   ) -> dict[str, Any]:
+    """What ``out/generator.json`` records: everything that determines the set (and the codec versions).
+
+    ``drop_mode`` / ``drop_splits`` are recorded only where ``drop_p`` > 0 (they change nothing otherwise), so a
+    clean set's record, and the run identities that hash it, are what they were before the keys existed."""
+    info = {
         "task": spec.name, "n": n, "seed": seed, "drop_p": float(drop_p), "val_frac": float(val_frac),
         "test_frac": float(test_frac), "render": dataclasses.asdict(params), "spec": dataclasses.asdict(spec),
         "av": av.__version__, "libavcodec": list(av.library_versions.get("libavcodec", ())),
     }
+    if drop_p:
+        info.update(drop_mode=drop_mode, drop_splits=[x for x in ALL_SPLITS if x in drop_splits])
+    return info
 
 
 def generate(
@@ -505,6 +541,8 @@ def generate(
     video_noise: float | None = None,
     audio_snr_db: float | None = None,
     drop_p: float = 0.0,
+    drop_mode: str = "noise",
+    drop_splits: Sequence[str] = ALL_SPLITS,
     val_frac: float = 0.15,
     test_frac: float = 0.15,
     num_frames: int = 16,
@@ -533,7 +571,8 @@ def generate(
     )
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    factors = make_factors(spec, n, seed, params, drop_p=drop_p, val_frac=val_frac, test_frac=test_frac)
+    factors = make_factors(spec, n, seed, params, drop_p=drop_p, val_frac=val_frac, test_frac=test_frac,
+                           drop_mode=drop_mode, drop_splits=drop_splits)
     chunk = max(1, min(50, -(-n // (4 * max(workers, 1)))))  # ≥ 4 chunks per worker, ≤ 50 clips each
     jobs = [(out, factors[i : i + chunk]) for i in range(0, n, chunk)]
     shown = GenerationProgress(n, f"[data] generating synthetic {spec.name} ({out})") if progress else None
@@ -551,7 +590,7 @@ def generate(
                     shown.update(written)
     if shown:
         shown.close()
-    info = generator_info(spec, n, seed, params, drop_p, val_frac, test_frac)
+    info = generator_info(spec, n, seed, params, drop_p, val_frac, test_frac, drop_mode, drop_splits)
     atomic_write_text(out / "generator.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
     tmp = out / f".clips.csv.{os.getpid()}.tmp"
     with tmp.open("w", newline="") as fh:

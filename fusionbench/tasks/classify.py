@@ -10,6 +10,8 @@ results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}`
 number of clips scored (a clip missing the one modality a condition keeps has no input there and is left out).
 Clips with a missing modality (batch masks ``audio_present`` / ``video_present``) go through the fusion's unimodal
 path, in training, validation and test alike (``tasks/presence.py``).
+Training options: ``train.modality_dropout`` marks one modality of training clips absent (``tasks/modality_dropout.py``);
+``train.balance=ogm|ogm_ge`` modulates each modality's encoder gradients after backward (``tasks/ogm_ge.py``).
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ from torch import Tensor, nn
 
 from fusionbench.evaluate.conditions import Condition
 from fusionbench.nn.model import FusionModel
+from fusionbench.tasks import ogm_ge
 from fusionbench.tasks.metrics import classification_metrics, headline_metric
+from fusionbench.tasks.modality_dropout import apply_modality_dropout, drop_generator
 from fusionbench.tasks.presence import forward_present, forward_windows, present_loss
 
 
@@ -108,6 +112,17 @@ class ClassifyTask(L.LightningModule):
         self.test_metrics = nn.ModuleList(classification_metrics(num_classes, multilabel, top_k) for _ in names)
         self.test_loss: dict[str, list[Tensor]] = {}
         self.test_results: dict[str, float] = {}
+        # seed_everything(cfg.seed) ran before the task is built: the run seed, for the stateless per-batch draws
+        self.run_seed = torch.initial_seed()
+        self.modality_dropout = float(train_cfg.get("modality_dropout", 0.0))
+        self.balance = str(train_cfg.get("balance", "none"))
+        if self.balance not in ogm_ge.BALANCE:
+            raise ValueError(f"train.balance={self.balance!r} is not one of {', '.join(ogm_ge.BALANCE)}")
+        # {modality: its encoder's weights} (raises for a fusion without per-modality streams)
+        self.ogm_params = ogm_ge.modulated_parameters(model) if self.balance != "none" else {}
+        self._ogm_k: dict[str, float] | None = None  # this batch's coefficients, set in training_step
+        self._ogm_key: tuple[int, int] = (0, 0)  # (global step, batch index) of this batch: seeds its GE noise
+        self._ogm_before: dict[int, Tensor] | None = None  # gradients before this batch's backward (accumulation)
 
     def criterion(self, logits: Tensor, target: Tensor) -> Tensor:
         if self.multilabel:  # mean over samples and classes (scenic sums the classes: a constant factor K)
@@ -126,10 +141,62 @@ class ClassifyTask(L.LightningModule):
                                batch.get("audio_present"), batch.get("video_present"))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        if self.modality_dropout > 0:  # drawn per batch from (seed, rank, step, batch): resume-exact
+            generator = drop_generator(self.run_seed, self.global_rank, self.global_step, batch_idx)
+            batch = apply_modality_dropout(batch, self.modality_dropout, generator)
         out = self._forward(batch)
+        if self.balance != "none" and self._ogm_active():
+            self._ogm_k = self._ogm_coefficients(batch, out)
+            self._ogm_key = (self.global_step, batch_idx)
+            logged = {f"train/ogm_k_{m}": self._ogm_k[m] for m in ogm_ge.MODALITIES}
+            logged["train/ogm_ratio_audio"] = self._ogm_k["ratio_audio"]
+            self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         loss = present_loss(self.model, out, batch["label"], self.criterion)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         return loss
+
+    def _ogm_active(self) -> bool:
+        """Within the first ``train.ogm_until`` of the optimiser steps (the paper's modulation window)."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return True
+        until = float(self.train_cfg.get("ogm_until", ogm_ge.PAPER_UNTIL))
+        return self.global_step < until * int(trainer.estimated_stepping_batches)
+
+    def _ogm_coefficients(self, batch: dict, out) -> dict[str, float]:
+        """k_a, k_v (and ρ_a) of this batch from the clips that have both modalities (``ogm_ge.coefficients``);
+        under DDP the summed scores are summed over the ranks first."""
+        device = batch["label"].device
+        both = torch.ones(len(batch["label"]), dtype=torch.bool, device=device)  # (B,)
+        for mask in (batch.get("audio_present"), batch.get("video_present")):
+            if mask is not None:
+                both = both & mask.to(device).bool()
+        scores = torch.zeros(2, device=device)
+        if bool(both.any()):  # forward_present runs the A+V group first: groups[0]
+            rows = None if out.rows is None else both.nonzero().squeeze(1)  # (B_av,)
+            pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+            logits = ogm_ge.unimodal_logits(self.model, out.groups[0][1], pick(batch["audio"]), pick(batch["video"]))
+            target = pick(batch["label"])
+            scores = torch.stack([ogm_ge.true_class_score(logits[m], target, self.multilabel)
+                                  for m in ogm_ge.MODALITIES])  # (2,): s_a, s_v
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            scores = trainer.strategy.reduce(scores, reduce_op="sum")
+        alpha = float(self.train_cfg.get("ogm_alpha", ogm_ge.PAPER_ALPHA))
+        return ogm_ge.coefficients(float(scores[0]), float(scores[1]), alpha)
+
+    def on_before_backward(self, loss: Tensor) -> None:
+        if self._ogm_k is not None and int(self.train_cfg.accumulate) > 1:  # keep what earlier batches added
+            self._ogm_before = {id(p): p.grad.detach().clone() for plist in self.ogm_params.values()
+                                for p in plist if p.grad is not None}
+
+    def on_after_backward(self) -> None:
+        """OGM(-GE): this batch's encoder gradients scaled by k_u (+ GE noise), before clipping and the step."""
+        if self._ogm_k is None:
+            return
+        generator = ogm_ge.noise_generator(self.run_seed, self._ogm_key[0] * 1_000_003 + self._ogm_key[1])
+        ogm_ge.modulate(self.ogm_params, self._ogm_k, self.balance == "ogm_ge", generator, self._ogm_before)
+        self._ogm_k, self._ogm_before = None, None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self._forward(batch)

@@ -68,8 +68,10 @@ def synth_request(cfg: DictConfig) -> dict[str, Any]:
     """The ``synthetic.generate`` arguments a data config asks for (the set is generated on the model's grid).
 
     A noise setting left at None takes the task's own (``synthetic.TASKS``), so each task keeps its tuned noise.
+    ``drop_mode`` / ``drop_splits`` are part of the request only where ``drop_p`` > 0, so a clean set keeps its folder
+    name (``set_dir``) and its record.
     """
-    return dict(
+    request = dict(
         task=cfg.task, n=int(cfg.synth.num_clips), seed=int(cfg.synth.seed),
         video_noise=_float_or_none(cfg.synth.video_noise), audio_snr_db=_float_or_none(cfg.synth.audio_snr_db),
         drop_p=float(cfg.synth.drop_p), val_frac=float(cfg.synth.val_frac), test_frac=float(cfg.synth.test_frac),
@@ -77,6 +79,9 @@ def synth_request(cfg: DictConfig) -> dict[str, Any]:
         fps=int(cfg.video.num_frames) / float(cfg.clip_seconds), sample_rate=int(cfg.audio.sample_rate),
         clip_seconds=float(cfg.clip_seconds),
     )
+    if request["drop_p"]:
+        request.update(drop_mode=str(cfg.synth.drop_mode), drop_splits=list(cfg.synth.drop_splits))
+    return request
 
 
 def _spec(task: str) -> synthetic.TaskSpec:
@@ -110,8 +115,9 @@ def wanted_info(request: dict[str, Any]) -> dict[str, Any]:
         spec, **{k: request[k] for k in ("video_noise", "audio_snr_db", "num_frames", "size", "fps",
                                          "sample_rate", "clip_seconds")}
     )
+    drops = {k: request[k] for k in ("drop_mode", "drop_splits") if k in request}
     info = synthetic.generator_info(spec, request["n"], request["seed"], params, request["drop_p"],
-                                    request["val_frac"], request["test_frac"])
+                                    request["val_frac"], request["test_frac"], **drops)
     return json.loads(json.dumps(info))  # tuples → lists, as read back from generator.json
 
 
