@@ -99,3 +99,20 @@ def test_absent_training_clips_reach_the_batch_as_absent(synth_cfg):
     assert missing == expected > 0
     test = dm.dataset("test")
     assert bool(test.audio_present.all()) and bool(test.video_present.all())
+
+
+def test_the_robust_blocks_state_their_known_answers():
+    """experiments/benchmark-extended.yaml's robust blocks: each is its own dataset, and the leaderboard prints a
+    known answer above its table (synthetic.KNOWN_ANSWERS, through reports.markdown.known_answer_lines)."""
+    from fusionbench.cli import grid_from_experiment
+    from fusionbench.config import EXPERIMENTS
+    from fusionbench.reports.markdown import known_answer_lines
+    from fusionbench.sweep import expand_grids, plan
+
+    path = EXPERIMENTS / "benchmark-extended.yaml"
+    cells = plan(expand_grids(grid_from_experiment(str(path), [])), path)
+    robust = {dataset_name(c.cfg) for c in cells if c.cfg.data.synth.drop_p > 0}
+    assert robust == {"synth-paired-drop0.5-noise-train+val+test", "synth-paired-drop0.5"}
+    for name in robust:
+        assert known_answer_lines(name) and known_answer_lines(name)[0].startswith("Known answer: half the")
+    assert S.unimodal_ceiling("paired", 0.5) == 0.8125  # the ceiling block 1's answer quotes: 1 - q/2 + q/2 · 1/4

@@ -53,10 +53,14 @@ from typing import Any, Sequence
 import av
 import numpy as np
 
+from fusionbench.config import drop_suffix
+
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (1.0, 0.25, 0.25), "green": (0.25, 0.9, 0.25), "blue": (0.3, 0.4, 1.0), "yellow": (0.95, 0.9, 0.2)}
 PITCHES_HZ = (330.0, 523.0, 784.0, 1245.0)
 TIMBRES = ("sine", "square", "saw")
+
+ALL_SPLITS = ("train", "val", "test")
 
 # Rendering constants (fusionbench's own choices).
 BACKGROUND = 0.2  # grey level of the background, pixels in [0, 1]
@@ -139,6 +143,14 @@ KNOWN_ANSWERS: dict[str, str] = {
     "paired": "either modality alone solves it; pretraining without labels + a linear probe beats the probe of the "
               "same encoder randomly initialised (benchmarks/pretrain_gain.py)",
 }
+# The robust block of experiments/benchmark-extended.yaml: a set whose clips lose a modality is its own dataset,
+# ``synth-<task><config.drop_suffix>``, and states its own known answer.
+KNOWN_ANSWERS["paired" + drop_suffix(0.5, "noise", ALL_SPLITS)] = (
+    "half the clips of every split have one modality destroyed (pure noise): fusion beats the best single modality "
+    "(each fusion's av above its own audio_only and video_only, which cannot pass the unimodal ceiling 81.25 %)")
+KNOWN_ANSWERS["paired" + drop_suffix(0.5, "absent", ("train",))] = (
+    "half the training clips lack one modality (absent streams; the test split is clean): the fusions that keep "
+    "unimodal readouts (late, Zorro) lose least from av to audio_only and video_only")
 STRETCH_TASKS: dict[str, str] = {
     "sync": "leak-free, yet no fusion has left chance within the CPU budget (the evidence is in the README)",
 }
@@ -493,9 +505,6 @@ def render_params(
         video_noise=spec.video_noise if video_noise is None else float(video_noise),
         audio_snr_db=spec.audio_snr_db if audio_snr_db is None else float(audio_snr_db), flash=spec.flash,
     )
-
-
-ALL_SPLITS = ("train", "val", "test")
 
 
 def make_factors(
