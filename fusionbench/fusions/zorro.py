@@ -7,12 +7,20 @@ the attention mask lets audio read audio only, video read video only, and fusion
 video streams stay modality-pure and information flows one way, into F. Four learned readout queries decode the final
 tokens through masked cross-attention: audio reads A, video reads V, fusion reads F, global reads all tokens.
 
-The routing is the two mask functions below (``zorro_mask``, ``readout_mask``). ``forward`` computes the same thing
-structurally, group by group, with the same weights and no N² masked work:
+The routing is the two mask functions below (``zorro_mask``, ``readout_mask``). ``forward_structured`` computes the
+same thing group by group, with the same weights and no N² masked work (``routed_attention``: each token projected
+once, in its own group; A's queries read A's keys, V's read V's, F's read all):
     A ← Block(A, context=A);  V ← Block(V, context=V);  F ← Block(F, context=[A ‖ V ‖ F])
 ``forward_masked`` is the dense masked reference (one Block call over [A | V | F] with ``zorro_mask``); tests hold
 the two equal (at eval, or with ``drop_path=0``: in training the structured path draws stochastic depth per group,
 as MBT's towers do, where the dense path draws it once per sequence).
+
+``forward`` (and ``embed``) take the faster of the two for the sequence (fusionbench's choice, ``use_structured``):
+the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
+smaller attention calls cost more in per-call overhead than the masked pairs they skip. The threshold is from
+``benchmarks/perf.py``'s whole-model training step on the project's CPU (results/perf.csv, widths 64 and 256: the
+structured step is 0.7-0.9× the masked one's speed at 48 tokens, still slower at 2 × 96 + 16 = 208, faster from
+2 × 128 + 16 = 272 up); the two paths give the same outputs (tested).
 
 fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
 - ``num_fusion_tokens=16`` (lucidrains' default; the paper's N_f is unverified). F has no positional embedding.
@@ -25,12 +33,14 @@ fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
   supervised recipe is unverified).
 
 Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
-``audio`` (bit-identical to the audio stream of the A+V forward: A never reads V or F), ``fusion`` and ``global`` (from
+``audio`` (A never reads V or F: bit-identical to the audio stream of the A+V forward on the structured path,
+equal to float rounding on the masked one), ``fusion`` and ``global`` (from
 audio alone), and ``logits`` = the ``audio`` readout. Video-only is symmetric.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F_
 from torch import Tensor, nn
 
 from fusionbench.nn.block import Attention, make_blocks
@@ -47,6 +57,29 @@ def zorro_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
     return (types_q[:, None] == types_k[None, :]) | (types_q[:, None] == F)
 
 
+def routed_attention(attn: Attention, groups: dict[TokenType, Tensor]) -> dict[TokenType, Tensor]:
+    """``attn`` under ``zorro_mask`` without the masked pairs: {type: normed tokens (B, N_t, D)} → {type: (B, N_t, D)}.
+
+    Every token is projected once, in its own group (q, k, v); then ``routed_sdpa``. A group's result depends on its
+    own tokens and, for F, on the others' keys only."""
+    h = attn.heads
+    q, k, v = {}, {}, {}
+    for t, x in groups.items():
+        b, n, d = x.shape
+        q[t] = attn.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N_t, d_h)
+        k[t], v[t] = attn.kv(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N_t, d_h)
+    out = routed_sdpa(q, k, v)
+    return {t: attn.proj(o.transpose(1, 2).reshape(groups[t].shape)) for t, o in out.items()}  # {t: (B, N_t, D)}
+
+
+def routed_sdpa(q: dict[TokenType, Tensor], k: dict[TokenType, Tensor], v: dict[TokenType, Tensor]
+                ) -> dict[TokenType, Tensor]:
+    """The attention core of ``zorro_mask``, per group {type: (B, h, N_t, d_h)}: A's queries read A's keys, V's read
+    V's, F's read every group's (concatenated in the groups' order): no masked pair is computed."""
+    k_all, v_all = torch.cat(list(k.values()), dim=2), torch.cat(list(v.values()), dim=2)  # (B, h, N, d_h)
+    return {t: F_.scaled_dot_product_attention(q[t], *((k_all, v_all) if t == F else (k[t], v[t]))) for t in q}
+
+
 def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
     """Readout route: audio query reads A, video V, fusion F; the global query reads every key. (N_q, N_k) bool."""
     return (types_q[:, None] == types_k[None, :]) | (types_q[:, None] == G)
@@ -54,6 +87,7 @@ def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
 
 @register_fusion("zorro")
 class Zorro(FusionModel):
+    STRUCTURED_MIN_TOKENS = 256  # A + V + F tokens from which forward takes the structured path (perf.py)
     def __init__(
         self, num_classes: int, *, num_fusion_tokens: int = 16, fused_readout: str = "global", **geometry
     ) -> None:
@@ -89,29 +123,45 @@ class Zorro(FusionModel):
             fused = "audio" if "audio" in streams else "video"
         return FusionOutput(logits=streams[fused], streams=streams)
 
+    def use_structured(self, num_tokens: int) -> bool:
+        """The automatic path choice: the structured routing at ``num_tokens`` ≥ ``STRUCTURED_MIN_TOKENS``, else the
+        dense masked reference (same outputs; faster at few tokens)."""
+        return num_tokens >= self.STRUCTURED_MIN_TOKENS
+
     def forward(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
-        """Structured routing: each group attends over exactly the keys ``zorro_mask`` allows it."""
+        """The faster of the two equal paths for this many tokens (``use_structured``)."""
         return self._output(self._pooled(audio, video))
+
+    def forward_structured(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        """Structured routing: each group attends over exactly the keys ``zorro_mask`` allows it."""
+        return self._output(self._pooled_structured(self._groups(audio, video)))
+
+    def forward_masked(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
+        """Dense reference: one Block call over [A | V | F] per layer with ``zorro_mask``; N² attention, masked."""
+        return self._output(self._pooled_masked(self._groups(audio, video)))
 
     def embed(self, audio: Tensor | None = None, video: Tensor | None = None) -> dict[str, Tensor]:
         """{readout: (B, D)}: the normalised readouts the heads read (audio, video, fusion, global), for pretraining."""
         return {r: self.out_norm[r](z) for r, z in self._pooled(audio, video).items()}
 
     def _pooled(self, audio: Tensor | None, video: Tensor | None) -> dict[str, Tensor]:
-        """{readout: (B, D)} before the per-readout norm and head."""
-        groups = self._groups(audio, video)  # {type: (B, N_t, D)}, order A, V, F
-        for block in self.blocks:
-            everything = torch.cat(list(groups.values()), dim=1)  # (B, N_a + N_v + N_f, D): keys of F
-            groups = {t: block(x, context=everything) if t == F else block(x) for t, x in groups.items()}  # route
+        """{readout: (B, D)} before the per-readout norm and head, by the path ``use_structured`` picks."""
+        groups = self._groups(audio, video)
+        structured = self.use_structured(sum(x.shape[1] for x in groups.values()))
+        return self._pooled_structured(groups) if structured else self._pooled_masked(groups)
+
+    def _pooled_structured(self, groups: dict[TokenType, Tensor]) -> dict[str, Tensor]:
+        for block in self.blocks:  # groups: {type: (B, N_t, D)}, order A, V, F
+            attended = routed_attention(block.attn, {t: block.norm1(x) for t, x in groups.items()})
+            groups = {t: x + block.drop_path(attended[t]) for t, x in groups.items()}
+            groups = {t: x + block.drop_path(block.mlp(block.norm2(x))) for t, x in groups.items()}
         final = {t: self.norm(x) for t, x in groups.items()}
         context = {r: final[t] for r, t in READOUTS.items() if t in final}  # readout route: own group
         context["global"] = torch.cat(list(final.values()), dim=1)  # (B, N, D): the global query reads all
         batch = context["global"].shape[0]
         return {r: self.readout(self.readout_query[r].repeat(batch, 1, 1), c)[:, 0] for r, c in context.items()}
 
-    def forward_masked(self, audio: Tensor | None = None, video: Tensor | None = None) -> FusionOutput:
-        """Dense reference: one Block call over [A | V | F] per layer with ``zorro_mask``; N² attention, masked."""
-        groups = self._groups(audio, video)
+    def _pooled_masked(self, groups: dict[TokenType, Tensor]) -> dict[str, Tensor]:
         types = token_types(*((t, x.shape[1]) for t, x in groups.items()), device=groups[F].device)  # (N,)
         x = torch.cat(list(groups.values()), dim=1)  # (B, N, D)
         mask = zorro_mask(types, types)  # (N, N)
@@ -121,6 +171,6 @@ class Zorro(FusionModel):
         q_types = torch.tensor([int(READOUTS[r]) for r in names], device=x.device)  # (R,)
         queries = torch.cat([self.readout_query[r] for r in names], dim=1).expand(x.shape[0], -1, -1)  # (B, R, D)
         pooled = self.readout(queries, self.norm(x), mask=readout_mask(q_types, types))  # (B, R, D)
-        return self._output({r: pooled[:, i] for i, r in enumerate(names)})
+        return {r: pooled[:, i] for i, r in enumerate(names)}
 
     loss = staticmethod(mean_stream_loss)
