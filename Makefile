@@ -11,7 +11,7 @@ STORE ?= results/mlflow.db
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow benchmark benchmark-extended smoke ui clean
+.PHONY: help install test test-slow benchmark benchmark-extended benchmark-pretrain smoke ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-slow: install ## run the slow tests too
 
 benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/modsum/sync, then results/leaderboard.*
 	$(BIN)/fusionbench sweep --experiment experiments/benchmark.yaml --workers $(WORKERS) --leaderboard
+
+benchmark-pretrain: install ## pretraining known answer: contrastive zorro / early × 3 seeds on paired, probes → results/pretrain_gain.csv
+	$(BIN)/python benchmarks/pretrain_gain.py
 
 benchmark-extended: install ## the extended tier (issue 15; robust block so far): experiments/benchmark-extended.yaml, then the leaderboard
 	$(BIN)/fusionbench sweep --experiment experiments/benchmark-extended.yaml --workers $(WORKERS) --leaderboard
