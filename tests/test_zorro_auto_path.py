@@ -82,3 +82,27 @@ def test_both_paths_and_the_automatic_one_give_the_same_outputs_and_gradients(nu
     embedded = model.embed(**x)  # embed takes the same automatic path
     torch.testing.assert_close(embedded["global"], model.out_norm["global"](
         model._pooled_structured(model._groups(x["audio"], x["video"]))["global"]), atol=1e-5, rtol=0)
+
+
+def test_the_paths_agree_in_training_with_stochastic_depth():
+    model = create_model("zorro", 5, "tiny", num_fusion_tokens=FUSION_TOKENS, drop_path=0.5).train()
+    x = clip(model, seed=2)
+    outs = []
+    for path in ("forward_structured", "forward_masked"):
+        torch.manual_seed(3)  # the same draws: one per example, layer and branch, on both paths
+        outs.append(getattr(model, path)(**x).streams["global"])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+    torch.manual_seed(4)
+    assert not torch.allclose(model.forward_structured(**x).streams["global"], outs[0])  # the depth is random
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_the_structured_path_runs_exactly_the_flops_the_routing_needs(backward):
+    from fusionbench.evaluate.profile import count_flops
+
+    above, below = model_with(THRESHOLD), model_with(THRESHOLD - 1)
+    # above the threshold forward runs the structured path: the dense count less every masked pair, no more
+    effective = count_flops(above, backward=backward, dense=True, effective=True)
+    assert count_flops(above, backward=backward) == effective < count_flops(above, backward=backward, dense=True)
+    # below it, the masked path: the dense count
+    assert count_flops(below, backward=backward) == count_flops(below, backward=backward, dense=True)

@@ -8,12 +8,12 @@ video streams stay modality-pure and information flows one way, into F. Four lea
 tokens through masked cross-attention: audio reads A, video reads V, fusion reads F, global reads all tokens.
 
 The routing is the two mask functions below (``zorro_mask``, ``readout_mask``). ``forward_structured`` computes the
-same thing group by group, with the same weights and no N² masked work (``routed_attention``: each token projected
-once, in its own group; A's queries read A's keys, V's read V's, F's read all):
+same thing with the same weights and no N² masked work: every per-token op (LayerNorm, the q / kv projections, the
+MLP, stochastic depth) runs over the whole sequence [A | V | F] as in the masked path, and only the attention core is
+routed (``routed_attention``): A's queries read A's keys, V's read V's, F's read all:
     A ← Block(A, context=A);  V ← Block(V, context=V);  F ← Block(F, context=[A ‖ V ‖ F])
 ``forward_masked`` is the dense masked reference (one Block call over [A | V | F] with ``zorro_mask``); tests hold
-the two equal (at eval, or with ``drop_path=0``: in training the structured path draws stochastic depth per group,
-as MBT's towers do, where the dense path draws it once per sequence).
+the two equal, in training too (stochastic depth is drawn once per sequence on both paths).
 
 ``forward`` (and ``embed``) take the faster of the two for the sequence (fusionbench's choice, ``use_structured``):
 the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
@@ -57,27 +57,46 @@ def zorro_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
     return (types_q[:, None] == types_k[None, :]) | (types_q[:, None] == F)
 
 
-def routed_attention(attn: Attention, groups: dict[TokenType, Tensor]) -> dict[TokenType, Tensor]:
-    """``attn`` under ``zorro_mask`` without the masked pairs: {type: normed tokens (B, N_t, D)} → {type: (B, N_t, D)}.
-
-    Every token is projected once, in its own group (q, k, v); then ``routed_sdpa``. A group's result depends on its
-    own tokens and, for F, on the others' keys only."""
+def routed_attention(attn: Attention, x: Tensor, sizes: dict[TokenType, int]) -> Tensor:
+    """``attn`` under ``zorro_mask`` without the masked pairs: normed tokens (B, N, D) in groups of ``sizes`` (in
+    sequence order) → (B, N, D). One q and one kv projection over the whole sequence, as the masked path runs them;
+    then ``routed_sdpa`` on per-group views (no key or value is copied for F's context)."""
+    b, n, d = x.shape
     h = attn.heads
-    q, k, v = {}, {}, {}
-    for t, x in groups.items():
-        b, n, d = x.shape
-        q[t] = attn.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N_t, d_h)
-        k[t], v[t] = attn.kv(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N_t, d_h)
-    out = routed_sdpa(q, k, v)
-    return {t: attn.proj(o.transpose(1, 2).reshape(groups[t].shape)) for t, o in out.items()}  # {t: (B, N_t, D)}
+    q = attn.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d_h)
+    k, v = attn.kv(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N, d_h)
+    split = lambda t: dict(zip(sizes, t.split(list(sizes.values()), dim=2)))  # noqa: E731 {type: (B, h, N_t, d_h)}
+    out = routed_sdpa(split(q), split(k), split(v), k, v)  # {type: (B, h, N_t, d_h)}
+    merged = torch.cat([o.transpose(1, 2).reshape(b, -1, d) for o in out.values()], dim=1)  # (B, N, D)
+    return attn.proj(merged)
 
 
-def routed_sdpa(q: dict[TokenType, Tensor], k: dict[TokenType, Tensor], v: dict[TokenType, Tensor]
-                ) -> dict[TokenType, Tensor]:
+def routed_sdpa(q: dict[TokenType, Tensor], k: dict[TokenType, Tensor], v: dict[TokenType, Tensor],
+                k_all: Tensor | None = None, v_all: Tensor | None = None) -> dict[TokenType, Tensor]:
     """The attention core of ``zorro_mask``, per group {type: (B, h, N_t, d_h)}: A's queries read A's keys, V's read
-    V's, F's read every group's (concatenated in the groups' order): no masked pair is computed."""
-    k_all, v_all = torch.cat(list(k.values()), dim=2), torch.cat(list(v.values()), dim=2)  # (B, h, N, d_h)
+    V's, F's read every group's (``k_all`` / ``v_all`` (B, h, N, d_h), default the groups' concatenated in order): no
+    masked pair is computed."""
+    if k_all is None or v_all is None:
+        k_all, v_all = torch.cat(list(k.values()), dim=2), torch.cat(list(v.values()), dim=2)  # (B, h, N, d_h)
     return {t: F_.scaled_dot_product_attention(q[t], *((k_all, v_all) if t == F else (k[t], v[t]))) for t in q}
+
+
+def routed_readout(attn: Attention, queries: Tensor, names: list[str], x: Tensor, sizes: dict[TokenType, int]
+                   ) -> Tensor:
+    """``attn`` under ``readout_mask`` without the masked pairs: the readout queries (B, R, D) named ``names`` over the
+    final tokens (B, N, D) in groups of ``sizes``; each key projected once; → (B, R, D). A readout query reads its
+    group's keys, ``global`` every key."""
+    b, r, d = queries.shape
+    h = attn.heads
+    q = attn.q(queries).view(b, r, h, d // h).transpose(1, 2)  # (B, h, R, d_h)
+    k, v = attn.kv(x).view(b, x.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N, d_h)
+    starts = dict(zip(sizes, torch.tensor([0, *sizes.values()]).cumsum(0).tolist()))  # group → its first token
+    out = []
+    for i, name in enumerate(names):
+        t = READOUTS[name]
+        keys = slice(None) if t == G else slice(starts[t], starts[t] + sizes[t])
+        out.append(F_.scaled_dot_product_attention(q[:, :, i : i + 1], k[:, :, keys], v[:, :, keys]))  # (B, h, 1, d_h)
+    return attn.proj(torch.cat(out, dim=2).transpose(1, 2).reshape(b, r, d))  # (B, R, D)
 
 
 def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
@@ -151,15 +170,15 @@ class Zorro(FusionModel):
         return self._pooled_structured(groups) if structured else self._pooled_masked(groups)
 
     def _pooled_structured(self, groups: dict[TokenType, Tensor]) -> dict[str, Tensor]:
-        for block in self.blocks:  # groups: {type: (B, N_t, D)}, order A, V, F
-            attended = routed_attention(block.attn, {t: block.norm1(x) for t, x in groups.items()})
-            groups = {t: x + block.drop_path(attended[t]) for t, x in groups.items()}
-            groups = {t: x + block.drop_path(block.mlp(block.norm2(x))) for t, x in groups.items()}
-        final = {t: self.norm(x) for t, x in groups.items()}
-        context = {r: final[t] for r, t in READOUTS.items() if t in final}  # readout route: own group
-        context["global"] = torch.cat(list(final.values()), dim=1)  # (B, N, D): the global query reads all
-        batch = context["global"].shape[0]
-        return {r: self.readout(self.readout_query[r].repeat(batch, 1, 1), c)[:, 0] for r, c in context.items()}
+        sizes = {t: x.shape[1] for t, x in groups.items()}  # order A, V, F
+        x = torch.cat(list(groups.values()), dim=1)  # (B, N, D)
+        for block in self.blocks:  # Block.forward with the attention routed instead of masked
+            x = x + block.drop_path(routed_attention(block.attn, block.norm1(x), sizes))
+            x = x + block.drop_path(block.mlp(block.norm2(x)))
+        normed = self.norm(x)  # (B, N, D)
+        names = [r for r, t in READOUTS.items() if t in sizes or t == G]
+        queries = torch.cat([self.readout_query[r] for r in names], dim=1).expand(x.shape[0], -1, -1)  # (B, R, D)
+        return dict(zip(names, routed_readout(self.readout, queries, names, normed, sizes).unbind(1)))
 
     def _pooled_masked(self, groups: dict[TokenType, Tensor]) -> dict[str, Tensor]:
         types = token_types(*((t, x.shape[1]) for t, x in groups.items()), device=groups[F].device)  # (N,)
