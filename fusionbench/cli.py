@@ -70,7 +70,10 @@ def _run_one(args: argparse.Namespace, overrides: list[str], runner: str) -> int
         print(OmegaConf.to_yaml(cfg))
         return 0
     run_id = importlib.import_module(runner).run(cfg)
-    print(f"MLflow run {run_id} in {project_path(cfg.tracking.store)}")
+    from fusionbench.tracking import is_server
+
+    store = cfg.tracking.store if is_server(cfg.tracking.store) else project_path(cfg.tracking.store)
+    print(f"MLflow run {run_id} in {store}")
     return 0
 
 
@@ -134,7 +137,7 @@ def _write_leaderboard(experiment: str | None, overrides: list[str], pareto_x: s
     from fusionbench.leaderboard import write_leaderboard
 
     cfg = load_config([o for o in overrides if o.startswith("tracking.")], experiment)
-    paths = write_leaderboard(project_path(cfg.tracking.store), cfg.tracking.experiment, project_path("results"),
+    paths = write_leaderboard(cfg.tracking.store, cfg.tracking.experiment, project_path("results"),
                               pareto_x=pareto_x)
     for path in paths.values() if isinstance(paths, dict) else paths:
         print(f"wrote {path}")

@@ -161,8 +161,11 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
-    store: str = "results/mlflow.db"  # sqlite file (relative paths are under the project root)
+    # a sqlite file (relative paths are under the project root) or an MLflow server URI http(s)://host:port
+    store: str = "results/mlflow.db"
     experiment: str = "fusionbench"
+    # identity locks and checkpoints: "" = the sqlite file's folder, or results/tracking/<host>_<port> for a server
+    state_dir: str = ""
 
 
 @dataclass

@@ -1,10 +1,17 @@
-"""MLflow on a sqlite store: run identity, one tracked run per training, and the queries sweeps and leaderboards use.
+"""MLflow on a sqlite store or a tracking server: run identity, one tracked run per training, and the queries sweeps
+and leaderboards use.
 
-Every call goes through an explicit ``MlflowClient`` bound to ``sqlite:///<absolute path>`` (never the global
-``mlflow`` state, never ``MLFLOW_TRACKING_URI``), so several processes can write one store at once. Artifacts go to
-``<store dir>/mlartifacts/<experiment>``, never ``./mlruns``.
+``tracking.store`` is a sqlite file (relative paths are under the project root) or an MLflow server URI
+(``http://host:port``, what several nodes share: ``mlflow server --backend-store-uri ...``). Every call goes through an
+explicit ``MlflowClient`` bound to ``sqlite:///<absolute path>`` or that URI (never the global ``mlflow`` state, never
+``MLFLOW_TRACKING_URI``), so several processes can write one store at once. A sqlite store's artifacts go to
+``<store dir>/mlartifacts/<experiment>``, never ``./mlruns``; a server's go where the server puts them.
 
-A run holds an advisory lock (``fcntl.flock``) on ``<store dir>/.locks/<experiment>/<identity>.lock`` from before it is
+The state folder (``tracking.state_dir``; "" = the sqlite file's folder, or ``results/tracking/<host>_<port>`` under the
+project root for a server) holds the identity locks and the checkpoints. On a cluster it must be one folder every node
+sees (the project folder on the shared disk, which submitit needs anyway) on a file system with working ``flock``.
+
+A run holds an advisory lock (``fcntl.flock``) on ``<state dir>/.locks/<experiment>/<identity>.lock`` from before it is
 created until after it is terminated. The kernel drops the lock when the process dies however it dies, so a run
 that is RUNNING in the store while nobody holds its lock was left behind by a dead process
 (:func:`reap_dead_runs` marks it KILLED); one whose lock is held is being run right now by a live process.
@@ -36,11 +43,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from fusionbench.config import PROJECT_ROOT, config_hash, dataset_name, flatten, project_path, to_dict
+from fusionbench.config import PROJECT_ROOT, ConfigError, config_hash, dataset_name, flatten, project_path, to_dict
 from fusionbench.errors import TrainingDiverged
 
 METRIC_NAME = re.compile(r"[A-Za-z0-9_/. -]+")  # what MLflow keeps; anything else it strips silently
@@ -65,12 +73,89 @@ class RunBusy(RuntimeError):
 # ------------------------------------------------------------------------------------------------------ the store
 
 
+SERVER_SCHEMES = ("http://", "https://")
+
+
+def is_server(store: str | Path) -> bool:
+    """Whether ``store`` is an MLflow tracking server URI (``http(s)://host:port``) rather than a sqlite file."""
+    return str(store).startswith(SERVER_SCHEMES)
+
+
+def check_store(store: str | Path) -> None:
+    """A clear error for a store value that is neither a file path nor an ``http(s)://host[:port]`` URI."""
+    text = str(store)
+    if is_server(text):
+        parsed = urlparse(text)
+        if not parsed.hostname:
+            raise ConfigError(f"tracking.store {text!r} has no host (expected http://host:port)", key="tracking.store")
+        return
+    if "://" in text:
+        raise ConfigError(f"tracking.store {text!r}: a sqlite file path or an MLflow server URI (http://host:port), "
+                          f"not a {text.split('://')[0]}:// URI", key="tracking.store")
+
+
+def canonical_store(store: str | Path) -> str:
+    """The store as sweeps compare and pass it: the server URI without a trailing ``/``, or the absolute file path."""
+    check_store(store)
+    return str(store).rstrip("/") if is_server(store) else str(project_path(store).resolve())
+
+
+# file systems a sqlite file must not be shared on: its locking is unsafe over them (sqlite.org/faq.html#q5)
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "glusterfs", "ceph", "cephfs",
+              "9p", "afs", "panfs", "wekafs", "orangefs", "ocfs2", "gfs2", "sshfs", "davfs")
+
+
+def filesystem_type(path: str | Path, mounts: str | None = None) -> str:
+    """The file system type holding ``path``: the longest mount point above it in ``/proc/mounts`` (or ``mounts``,
+    that file's text); ``fuse.<name>`` types are reported as ``<name>``; "" if unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    target, best, kind = Path(path).resolve(), -1, ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(fields[1].encode().decode("unicode_escape"))  # octal escapes: \040 is a space
+        if (target == point or point in target.parents) and len(point.parts) > best:
+            best, kind = len(point.parts), fields[2].removeprefix("fuse.")
+    return kind
+
+
+def check_shared_store(store: str | Path, mounts: str | None = None) -> None:
+    """Refuse a sqlite store for a sweep whose jobs may run on several nodes (``--launcher slurm``): on a local disk
+    the other nodes do not see the file, on a network disk (``NETWORK_FS`` per ``/proc/mounts``) sqlite's locking is
+    unsafe. fusionbench's rule: such sweeps take an MLflow server URI."""
+    if is_server(store):
+        return
+    path = project_path(store).resolve()
+    kind = filesystem_type(path, mounts)
+    where = (f"on a network disk ({kind}), where sqlite's locking is unsafe" if kind in NETWORK_FS else
+             f"on this machine's disk{f' ({kind})' if kind else ''}, which other nodes do not see")
+    raise ConfigError(f"tracking.store {path} is a sqlite file {where}; a multi-node sweep needs an MLflow server: "
+                      f"mlflow server --host <host> --port <port> --backend-store-uri sqlite:///<local disk>/mlflow.db "
+                      f"--artifacts-destination <folder>, then tracking.store=http://<host>:<port>",
+                      key="tracking.store")
+
+
 def store_uri(store: str | Path) -> str:
-    """``sqlite:///<absolute path>``; relative paths are under the project root."""
+    """The MLflow tracking URI: ``sqlite:///<absolute path>`` (relative paths are under the project root), or the
+    server URI as given."""
+    if is_server(store):
+        return canonical_store(store)
     return f"sqlite:///{project_path(store).resolve()}"
 
 
-def store_dir(store: str | Path) -> Path:
+def store_dir(store: str | Path, state_dir: str | Path = "") -> Path:
+    """The state folder of a store (locks, checkpoints): ``state_dir`` if given, else the sqlite file's folder, else
+    ``results/tracking/<host>_<port>`` under the project root for a server."""
+    if state_dir:
+        return project_path(state_dir).resolve()
+    if is_server(store):
+        netloc = re.sub(r"[^A-Za-z0-9_.-]+", "_", urlparse(str(store)).netloc)
+        return project_path("results") / "tracking" / netloc
     return project_path(store).resolve().parent
 
 
@@ -111,8 +196,27 @@ def _client_for(uri: str):
     return _clients[uri]
 
 
+def _check_server(uri: str) -> None:
+    """One short request first: a server that is down is a one-line error now, not minutes of MLflow's retries."""
+    import requests
+
+    try:
+        requests.get(f"{uri}/health", timeout=10).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else str(exc)
+        raise ConfigError(f"no MLflow server answers at {uri} ({reason}); start one: mlflow server --host <host> "
+                          f"--port <port> --backend-store-uri sqlite:///<path>/mlflow.db --artifacts-destination "
+                          f"<folder>", key="tracking.store") from None
+
+
 def client(store: str | Path):
     """An ``MlflowClient`` on the store, created once per process (the first use of a new file migrates it)."""
+    if is_server(store):
+        uri = store_uri(store)
+        if uri not in _clients:
+            _check_server(uri)
+            _client_for(uri)
+        return _clients[uri]
     path = project_path(store).resolve()
     uri = store_uri(path)
     if uri not in _clients:
@@ -138,6 +242,7 @@ def _experiment_id(uri: str, name: str) -> str:
 
     c = _client_for(uri)
     store = uri.removeprefix("sqlite:///")
+    location = None if is_server(uri) else artifact_location(store, name)  # a server puts artifacts where it is told
     for _ in range(5):
         exp = with_retry(c.get_experiment_by_name, name)
         if exp is not None:
@@ -150,7 +255,7 @@ def _experiment_id(uri: str, name: str) -> str:
                 with_retry(c.set_experiment_tag, exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return exp.experiment_id
         try:
-            return with_retry(c.create_experiment, name, artifact_location=artifact_location(store, name),
+            return with_retry(c.create_experiment, name, artifact_location=location,
                               tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as exc:  # created by a racing process in between: read it back
             if "already exists" not in str(exc).lower() and not _transient(exc):
@@ -199,20 +304,21 @@ def identity_of(cfg: DictConfig) -> RunIdentity:
 _held: dict[Path, list[int]] = {}  # lock path → [fd, depth]: re-entrant within a process
 
 
-def lock_path(store: str | Path, experiment: str, key: str) -> Path:
+def lock_path(store: str | Path, experiment: str, key: str, state_dir: str | Path = "") -> Path:
     safe_exp = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
     safe_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__"))[:120]
     digest = hashlib.sha1(f"{experiment}\0{key}".encode()).hexdigest()[:8]
-    return store_dir(store) / ".locks" / safe_exp / f"{safe_key}.{digest}.lock"
+    return store_dir(store, state_dir) / ".locks" / safe_exp / f"{safe_key}.{digest}.lock"
 
 
 @contextmanager
-def identity_lock(store: str | Path, experiment: str, key: str, timeout: float = 2.0) -> Iterator[Path]:
+def identity_lock(store: str | Path, experiment: str, key: str, timeout: float = 2.0,
+                  state_dir: str | Path = "") -> Iterator[Path]:
     """Hold the identity's flock (re-entrant in one process); :class:`RunBusy` if another process keeps it > timeout.
 
     The short wait rides over another sweep merely probing the lock (:func:`lock_is_held`).
     """
-    path = lock_path(store, experiment, key)
+    path = lock_path(store, experiment, key, state_dir)
     if path in _held:
         _held[path][1] += 1
         try:
@@ -244,9 +350,9 @@ def identity_lock(store: str | Path, experiment: str, key: str, timeout: float =
             os.close(fd)  # closing the descriptor drops the flock
 
 
-def lock_is_held(store: str | Path, experiment: str, key: str) -> bool:
+def lock_is_held(store: str | Path, experiment: str, key: str, state_dir: str | Path = "") -> bool:
     """True if some live process (this one included) holds the identity's lock."""
-    path = lock_path(store, experiment, key)
+    path = lock_path(store, experiment, key, state_dir)
     if path in _held:
         return True
     if not path.exists():
@@ -478,7 +584,7 @@ def tracked_run(cfg: DictConfig) -> Iterator[TrackedRun]:
         "fb.git_commit": commit, "fb.git_dirty": dirty, "mlflow.source.git.commit": commit,
         **{f"fb.version.{k}": v for k, v in package_versions().items()},
     }
-    with identity_lock(store, experiment, ident.key):
+    with identity_lock(store, experiment, ident.key, state_dir=cfg.tracking.state_dir):
         run = with_retry(mlflow_client.create_run, exp_id, run_name=ident.run_name,
                          tags={k: str(v) for k, v in tags.items()})
         tr = TrackedRun(mlflow_client, run.info.run_id, ident)
@@ -513,7 +619,7 @@ def search_all(store: str | Path, experiment: str, filter_string: str = "") -> l
 
     Reads only: a missing store file is an error, not created."""
     path = project_path(store).resolve()
-    if not path.exists():
+    if not is_server(store) and not path.exists():
         raise FileNotFoundError(f"no MLflow store at {path} (a sweep or a training run creates it)")
     c = client(store)
     exp = with_retry(c.get_experiment_by_name, experiment)
@@ -597,7 +703,7 @@ def ui_view(store: str | Path, experiment: str, port: int = 5000) -> str:
 
 
 def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = None,
-                   status: str = "KILLED", reason: str = "") -> list[str]:
+                   status: str = "KILLED", reason: str = "", state_dir: str | Path = "") -> list[str]:
     """Terminate RUNNING runs whose identity lock nobody holds (their process died); return their run ids.
 
     ``keys`` limits it to some identities; runs created outside :func:`tracked_run` (no ``fb.identity``) are left alone.
@@ -605,7 +711,7 @@ def reap_dead_runs(store: str | Path, experiment: str, keys: set[str] | None = N
     reaped = []
     for r in search_all(store, experiment, "attributes.status = 'RUNNING'"):
         key = r.data.tags.get("fb.identity")
-        if key is None or (keys is not None and key not in keys) or lock_is_held(store, experiment, key):
+        if key is None or (keys is not None and key not in keys) or lock_is_held(store, experiment, key, state_dir):
             continue
         c = client(store)
         # Read the status again after seeing the lock free: an owner terminates its run before it lets the lock go,
@@ -631,7 +737,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("store")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
-    if not project_path(args.store).exists():
+    if not is_server(args.store) and not project_path(args.store).exists():
         print(f"no MLflow store at {project_path(args.store)} yet (a training run or a sweep creates it)")
         return 0
     experiments = [e.name for e in with_retry(client(args.store).search_experiments) if e.name != "Default"]

@@ -4,8 +4,9 @@ Behaviour is chosen by the config value ``data.manifest`` (free text for the syn
 hash, so each behaviour is its own cell): ``;``-separated directives
 
 - ``sleep=<s>``: take that long;
-- ``rendezvous=<n>``: wait until ``n`` processes have been inside a run (a file per pid next to the store);
-- ``raise`` / ``raise_once``: raise inside the run (``_once``: only until a marker file exists next to the store);
+- ``rendezvous=<n>``: wait until ``n`` processes have been inside a run (a file per pid in the store's state folder);
+- ``raise`` / ``raise_once``: raise inside the run (``_once``: only until a marker file exists in the store's state
+  folder);
 - ``exit`` / ``exit_once``: ``os._exit(3)`` inside the run (a hard crash: no cleanup, no status written);
 - ``sigkill``: SIGKILL itself inside the run.
 """
@@ -20,7 +21,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fusionbench import tracking
-from fusionbench.config import project_path
 
 FUSION_OFFSET = {"late": 0.0, "early": 0.05, "mid": 0.04, "mbt": 0.03, "zorro": 0.02, "deepavfusion": 0.01}
 
@@ -37,9 +37,10 @@ def _directives(cfg: DictConfig) -> dict[str, str]:
 
 
 def _first_time(cfg: DictConfig, what: str) -> bool:
-    """True the first time this cell does ``what`` (a marker file next to the store remembers it)."""
+    """True the first time this cell does ``what`` (a marker file in the store's state folder remembers it)."""
     key = tracking.identity_of(cfg).key
-    marker = project_path(cfg.tracking.store).parent / f"{what}.{hashlib.sha1(key.encode()).hexdigest()[:10]}.marker"
+    folder = tracking.store_dir(cfg.tracking.store, cfg.tracking.state_dir)
+    marker = folder / f"{what}.{hashlib.sha1(key.encode()).hexdigest()[:10]}.marker"
     if marker.exists():
         return False
     marker.touch()
@@ -52,7 +53,7 @@ def run(cfg: DictConfig) -> str:
         offset = FUSION_OFFSET.get(cfg.fusion, 0.0)
         tr.log_metrics({"model/params": 1000.0 + len(cfg.fusion), "model/gflops": 1.0 + offset})
         if "rendezvous" in todo:  # wait until that many processes are inside a run at once (proves concurrency)
-            folder = project_path(cfg.tracking.store).parent / "rendezvous"
+            folder = tracking.store_dir(cfg.tracking.store, cfg.tracking.state_dir) / "rendezvous"
             folder.mkdir(exist_ok=True)
             (folder / str(os.getpid())).touch()
             deadline = time.monotonic() + 120

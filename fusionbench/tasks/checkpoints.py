@@ -42,7 +42,8 @@ def checkpoint_dir(cfg: DictConfig) -> Path:
 
     key = identity_of(cfg).key
     experiment = str(cfg.tracking.experiment)
-    base = project_path(cfg.train.checkpoint_dir) if cfg.train.checkpoint_dir else store_dir(cfg.tracking.store)
+    base = (project_path(cfg.train.checkpoint_dir) if cfg.train.checkpoint_dir else
+            store_dir(cfg.tracking.store, cfg.tracking.state_dir))
     safe_exp = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment)
     safe_key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key.replace("/", "__"))[:120]
     digest = hashlib.sha1(f"{experiment}\0{key}".encode()).hexdigest()[:8]
