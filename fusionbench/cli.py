@@ -121,15 +121,19 @@ def grid_from_experiment(experiment: str | None, overrides: list[str]) -> list[l
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fusionbench.slurm import parse_options, split_options
     from fusionbench.sweep import dry_run, run_sweep
 
-    grids = grid_from_experiment(args.experiment, args.overrides)
+    overrides, launcher_options = split_options(args.overrides)  # launcher.<key>=value: not part of any cell
+    grids = grid_from_experiment(args.experiment, overrides)
     if args.dry_run:
+        parse_options(launcher_options, args.launcher)
         dry_run(grids, args.experiment)
         return 0
-    report = run_sweep(grids, experiment=args.experiment, workers=args.workers)  # logs its own summary
+    report = run_sweep(grids, experiment=args.experiment, workers=args.workers, launcher=args.launcher,
+                       launcher_options=launcher_options)  # logs its own summary
     if args.leaderboard:
-        _write_leaderboard(args.experiment, args.overrides)
+        _write_leaderboard(args.experiment, overrides)
     return 1 if report.failed else 0
 
 
@@ -227,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="run a grid: key=a,b,c lists and a:b ranges over any key")
     with_config(sweep)
-    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (--launcher workers)")
+    sweep.add_argument("--launcher", choices=["workers", "local", "slurm"], default="workers",
+                       help="workers: local worker processes; slurm: one SLURM job per cell through submitit "
+                       "(local: submitit's local executor), options launcher.<key>=value among the overrides: "
+                       "partition, timeout_min, gpus_per_node, array_parallelism, ... (fusionbench.slurm)")
     sweep.add_argument("--leaderboard", action="store_true", help="write the leaderboard when the sweep ends")
     sweep.add_argument("--dry-run", action="store_true",
                        help="validate every cell, list them and which already finished in the store; run nothing")

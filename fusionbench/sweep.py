@@ -11,6 +11,8 @@ Execution: cells run in ``workers`` long-lived worker processes that run cell af
 once per worker). A cell that raises is recorded FAILED by :func:`fusionbench.tracking.tracked_run` and the worker goes
 on; a cell that kills its worker (segfault, OOM kill, ``os._exit``) is marked FAILED by the parent, which starts a
 fresh worker. ``workers=0`` runs cells in this process (no crash isolation; handy under a debugger).
+``launcher="slurm"`` (or ``"local"``, submitit's local executor) submits each cell as a job instead, with the same
+rules (:mod:`fusionbench.slurm`).
 
 Data: before the workers start, each distinct synthetic set among the cells to run is generated (if missing or
 stale) and leak-probed once, here (:func:`fusionbench.data.prepare.prepare_cells`, one line per set).
@@ -44,8 +46,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fusionbench import tracking
-from fusionbench.config import Config, ConfigError, load_config, project_path, to_dict
+from fusionbench import slurm, tracking
+from fusionbench.config import Config, ConfigError, load_config, to_dict
 from fusionbench.data.prepare import prepare_cells
 from fusionbench.errors import TrainingDiverged
 
@@ -121,7 +123,11 @@ class Cell:
 
     @property
     def store(self) -> str:
-        return str(project_path(self.cfg.tracking.store).resolve())
+        return tracking.canonical_store(self.cfg.tracking.store)
+
+    @property
+    def state_dir(self) -> str:
+        return str(self.cfg.tracking.state_dir)
 
     @property
     def experiment(self) -> str:
@@ -235,7 +241,8 @@ def load_runner(spec: str) -> Callable[[DictConfig], str]:
 
 def _payload(cell: Cell) -> dict[str, Any]:
     """What a worker needs: the validated, resolved config as plain data (no re-validation, no torch import)."""
-    return {"cfg": to_dict(cell.cfg), "key": cell.identity.key, "store": cell.store, "experiment": cell.experiment}
+    return {"cfg": to_dict(cell.cfg), "key": cell.identity.key, "store": cell.store, "experiment": cell.experiment,
+            "state_dir": cell.state_dir}
 
 
 def _error_line(exc: BaseException) -> str:
@@ -245,9 +252,9 @@ def _error_line(exc: BaseException) -> str:
 def run_cell(runner: Callable[[DictConfig], str], payload: dict[str, Any]) -> tuple[str, str | None, str | None]:
     """Run one cell under its identity lock → (status, run id, error line)."""
     cfg = OmegaConf.merge(OmegaConf.structured(Config), payload["cfg"])
-    store, experiment, key = payload["store"], payload["experiment"], payload["key"]
+    store, experiment, key, state = payload["store"], payload["experiment"], payload["key"], payload["state_dir"]
     try:
-        with tracking.identity_lock(store, experiment, key):  # the runner's tracked_run re-enters this lock
+        with tracking.identity_lock(store, experiment, key, state_dir=state):  # the runner's tracked_run re-enters this lock
             if tracking.identity_finished(store, experiment, key):
                 return "skipped", None, "finished meanwhile by another process"
             run_id = runner(cfg)
@@ -262,7 +269,8 @@ def run_cell(runner: Callable[[DictConfig], str], payload: dict[str, Any]) -> tu
         return "failed", None, _error_line(exc)
     except BaseException:  # interrupted: one that landed inside create_run leaves a RUNNING run tracked_run never saw
         with contextlib.suppress(Exception):
-            tracking.reap_dead_runs(store, experiment, {key}, "KILLED", "interrupted while the run was starting")
+            tracking.reap_dead_runs(store, experiment, {key}, "KILLED", "interrupted while the run was starting",
+                                    state_dir=state)
         raise
 
 
@@ -453,7 +461,8 @@ def _run_in_pool(cells: list[Cell], runner_spec: str, workers: int, progress: _P
                 if w.cell is not None:  # the cell took its worker down with it
                     cell = cells[w.cell]
                     why = f"worker process died ({_exit_text(w.proc.exitcode)}) while running this cell"
-                    tracking.reap_dead_runs(cell.store, cell.experiment, {cell.identity.key}, "FAILED", why)
+                    tracking.reap_dead_runs(cell.store, cell.experiment, {cell.identity.key}, "FAILED", why,
+                                            state_dir=cell.state_dir)
                     finish(w, "failed", None, why)
                 if pending:
                     survivors.append(_Worker(ctx, runner_spec, spawned, stores))
@@ -477,7 +486,7 @@ def _run_in_pool(cells: list[Cell], runner_spec: str, workers: int, progress: _P
                 cell = cells[w.cell]
                 with contextlib.suppress(Exception):
                     tracking.reap_dead_runs(cell.store, cell.experiment, {cell.identity.key}, "KILLED",
-                                            "the sweep was interrupted")
+                                            "the sweep was interrupted", state_dir=cell.state_dir)
         raise
     for w in pool:
         w.stop()
@@ -497,21 +506,34 @@ def expand_grids(grids: list[str] | list[list[str]]) -> list[list[str]]:
     return expand_grid(list(grids))
 
 
+LAUNCHERS = ("workers", *slurm.LAUNCHERS)
+
+
 def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | None = None, workers: int = 1,
               runner: str = DEFAULT_RUNNER, log: Callable[[str], None] = _print,
-              start_method: str = "forkserver") -> SweepReport:
-    """Expand, validate, skip FINISHED identities, reap dead RUNNING runs, run the rest; never raises for a cell."""
+              start_method: str = "forkserver", launcher: str = "workers",
+              launcher_options: list[str] | dict[str, Any] | None = None, executor: Any = None) -> SweepReport:
+    """Expand, validate, skip FINISHED identities, reap dead RUNNING runs, run the rest; never raises for a cell.
+
+    ``launcher``: ``workers`` (local worker processes), or ``slurm`` / ``local`` (one submitit job per cell, options
+    ``launcher.<key>=value``: :mod:`fusionbench.slurm`; ``executor`` replaces submitit's ``AutoExecutor``)."""
     t0 = time.monotonic()
     module, sep, name = runner.partition(":")
     if not (module and sep and name):
         raise ConfigError(f"runner {runner!r} is not 'module:function'")
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+    options = slurm.parse_options(launcher_options, launcher)
     cells = plan(expand_grids(overrides), experiment)
+    if launcher != "workers":
+        slurm.check_cells(cells, options, launcher)  # before any store, data or job is made
     report = SweepReport(total=len(cells))
     finished: dict[tuple[str, str], set[str]] = {}
     diverged: dict[tuple[str, str], dict[str, str]] = {}
-    for target in dict.fromkeys((c.store, c.experiment) for c in cells):
+    for store, exp, state in dict.fromkeys((c.store, c.experiment, c.state_dir) for c in cells):
+        target = (store, exp)
         tracking.ensure_experiment(*target)  # create the DB and experiment here, before any worker races for them
-        report.reaped += tracking.reap_dead_runs(*target)
+        report.reaped += tracking.reap_dead_runs(*target, state_dir=state)
         finished[target] = tracking.finished_identities(*target)
         diverged[target] = tracking.diverged_identities(*target)
     todo = []
@@ -525,15 +547,21 @@ def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | N
             report.outcomes.append(CellOutcome(cell.label, cell.overrides, "diverged", error=why))
         else:
             todo.append(cell)
+    how = ('in-process' if workers < 1 else f'{min(workers, len(todo))} worker process(es)') if launcher == "workers" \
+        else f"{launcher} jobs through submitit, {options['array_parallelism']} at a time"
     log(f"[sweep] {len(cells)} cells: {len(report.skipped)} already finished, {len(report.diverged)} diverged "
-        f"before (not re-run), {len(todo)} to run "
-        f"({'in-process' if workers < 1 else f'{min(workers, len(todo))} worker process(es)'}); "
-        f"{len(report.reaped)} dead RUNNING run(s) marked KILLED")
+        f"before (not re-run), {len(todo)} to run ({how}); {len(report.reaped)} dead RUNNING run(s) marked KILLED")
     if todo:  # generate + leak-probe each synthetic set once here, so no two workers write one set
         prepare_cells([c.cfg for c in todo], log)
-    progress = _Progress(report, len(todo), workers, log)
+    progress = _Progress(report, len(todo), workers if launcher == "workers" else options["array_parallelism"], log)
     if todo:
-        if workers < 1:
+        if launcher != "workers":
+            def end(cell: Cell, status: str, run_id: str | None, error: str | None, seconds: float) -> None:
+                progress.end(cell, CellOutcome(cell.label, cell.overrides, status, run_id, error, seconds),
+                             progress.started - progress.ended - 1)
+
+            slurm.run_jobs(todo, runner, launcher, options, _payload, progress.start, end, log, executor)
+        elif workers < 1:
             _run_in_process(todo, runner, progress)
         else:
             _run_in_pool(todo, runner, workers, progress, start_method)
@@ -552,7 +580,7 @@ def dry_run(overrides: list[str] | list[list[str]], experiment: str | Path | Non
     for cell in cells:
         target = (cell.store, cell.experiment)
         if target not in known:  # one query per store: finished and diverged identities
-            exists = Path(cell.store).exists()
+            exists = tracking.is_server(cell.store) or Path(cell.store).exists()
             known[target] = (tracking.finished_identities(*target) if exists else set(),
                              tracking.diverged_identities(*target) if exists else {})
         finished, diverged = known[target]
@@ -574,7 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-w", "--workers", type=int, default=1, help="worker processes (0: run in this process)")
     parser.add_argument("--runner", default=DEFAULT_RUNNER, help="module:function taking a config, returning a run id")
     parser.add_argument("--dry-run", action="store_true", help="validate and list the cells; run nothing")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="workers",
+                        help="workers: local processes; slurm / local: a submitit job per cell (launcher.<key>=value)")
     args = parser.parse_args(argv)
+    args.overrides, launcher_options = slurm.split_options(args.overrides)
 
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -584,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             dry_run(args.overrides, args.experiment)
             return 0
-        report = run_sweep(args.overrides, args.experiment, args.workers, args.runner)
+        report = run_sweep(args.overrides, args.experiment, args.workers, args.runner, launcher=args.launcher,
+                           launcher_options=launcher_options)
     except (ConfigError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
