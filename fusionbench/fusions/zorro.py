@@ -18,19 +18,10 @@ the two equal, in training too (stochastic depth is drawn once per sequence on b
 ``forward`` (and ``embed``) take the faster of the two for the sequence (fusionbench's choice, ``use_structured``):
 the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
 smaller attention calls cost more in per-call overhead than the masked pairs they skip. The threshold is from
-``benchmarks/perf.py``'s whole-model training step on the project's CPU (results/perf.csv, widths 64 and 256: the
-structured step is 0.7-0.9× the masked one's speed at 48 tokens, still slower at 2 × 96 + 16 = 208, faster from
-2 × 128 + 16 = 272 up); the two paths give the same outputs (tested).
-
-fusionbench's choices (Zorro's unreleased details, methods.md §2.5):
-- ``num_fusion_tokens=16`` (lucidrains' default; the paper's N_f is unverified). F has no positional embedding.
-- Readout: one shared cross-attention (LN on the final tokens, one learned query per output), then a per-output
-  LayerNorm + linear head (``head_init``; four heads: the four readouts are different representations).
-- ``logits`` = the ``global`` readout by default (``fused_readout``: ``global`` | ``fusion``). Global reads a superset
-  of what fusion reads: the fusion tokens and the modality-pure tokens, which carry unimodal evidence the N_f fusion
-  tokens may have compressed away; it is the readout the masks define as the whole model's output.
-- Training loss: mean over the readouts of the per-readout losses (every readout gets a training signal; Zorro's
-  supervised recipe is unverified).
+``benchmarks/perf.py``'s whole-model training step on the project's loaded 2-core CPU (results/perf.csv, one run,
+widths 64 and 256): the structured step runs at 0.90-0.99× the masked one's speed at 48 and 80 tokens, 1.01-1.03× at
+2 × 64 + 16 = 144, 0.94-1.20× (noisy) at 208 and 272, 1.4-1.9× from 2 × 512 + 16 up. The two paths give the
+same outputs (tested).
 
 Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
 ``audio`` (A never reads V or F: bit-identical to the audio stream of the A+V forward on the structured path,
@@ -106,7 +97,7 @@ def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
 
 @register_fusion("zorro")
 class Zorro(FusionModel):
-    STRUCTURED_MIN_TOKENS = 256  # A + V + F tokens from which forward takes the structured path (perf.py)
+    STRUCTURED_MIN_TOKENS = 128  # A + V + F tokens from which forward takes the structured path (perf.py)
     def __init__(
         self, num_classes: int, *, num_fusion_tokens: int = 16, fused_readout: str = "global", **geometry
     ) -> None:
