@@ -501,11 +501,18 @@ class NullRun(TrackedRun):
 
 
 def process_rank() -> int:
-    """0 on the global rank-0 process (or without distributed launch), non-zero on the copies of the command that
-    torchrun / Lightning's DDP launcher start for the other ranks (``RANK``, else ``NODE_RANK`` and ``LOCAL_RANK``)."""
-    env = {v: os.environ.get(v, "") for v in ("RANK", "NODE_RANK", "LOCAL_RANK")}
+    """0 on the global rank-0 process (or without distributed launch), non-zero on the other ranks, read as Lightning's
+    cluster environments read them: torchrun's ``RANK``; under ``srun`` (``SLURMEnvironment.detect()``: ``SLURM_NTASKS``
+    set, job name not bash / interactive) ``SLURM_PROCID``; else the copies Lightning's own DDP launcher starts
+    (``LOCAL_RANK``, and ``NODE_RANK`` on the other nodes)."""
+    env = {v: os.environ.get(v, "") for v in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK")}
     if env["RANK"].isdigit():
         return int(env["RANK"])
+    if env["SLURM_PROCID"].isdigit():
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        if SLURMEnvironment.detect():
+            return int(env["SLURM_PROCID"])
     return sum(int(env[v]) for v in ("NODE_RANK", "LOCAL_RANK") if env[v].isdigit())
 
 

@@ -50,6 +50,17 @@ def _trainer(cfg: DictConfig, callbacks: list, **overrides) -> L.Trainer:
     return L.Trainer(**{**args, **overrides})
 
 
+def leave_process_group() -> None:
+    """DDP, after fit: every rank waits for the others, then leaves the process group (fusionbench's rule).
+
+    Rank 0 then scores the test split alone, in a fresh one-device Trainer, while the other ranks return. Were the
+    group still there, that Trainer's first collective would wait forever for ranks that have gone: Lightning's
+    ``prepare_data`` barrier creates a new gloo group (``_InfiniteBarrier``), torchmetrics' ``compute`` gathers."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def _stopping(train_cfg: DictConfig) -> list[EarlyStopping]:
     """``train.stop_val_loss > 0``: stop at the first validation whose loss is below it (never on patience)."""
     if not train_cfg.stop_val_loss:
@@ -135,6 +146,7 @@ def run(cfg: DictConfig) -> str:
         peak = PeakMemory(trainer.strategy.root_device)
         trainer.fit(task, datamodule=datamodule, ckpt_path=saving.resume_from, weights_only=True)
         train_s = time.perf_counter() - start
+        leave_process_group()
         tracked.log_metrics({
             "train/epochs": trainer.current_epoch,  # < max_epochs when stop_val_loss stopped it
             # cost beside accuracy (fusionbench profile measures it apart, without data loading or validation)
@@ -142,7 +154,7 @@ def run(cfg: DictConfig) -> str:
             "cost/peak_mem_mb": peak.read(),
             "model/gflops_fwd_bwd": count_flops(task.model, backward=True) / 1e9,
         })
-        if not trainer.is_global_zero:  # DDP: final evaluation on one device (the test sampler would pad the set)
+        if not trainer.is_global_zero:  # DDP: rank 0 scores the test split alone, every clip once (never sharded)
             return tracked.run_id
         start = time.perf_counter()
         _trainer(cfg, [], devices=1, strategy="auto").test(task, datamodule=datamodule, verbose=False)

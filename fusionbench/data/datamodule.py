@@ -13,6 +13,7 @@ in the manifest (stable across splits and runs).
   stream follows ``data.missing_modality`` (``store.judge``: absent = kept, masked; skip; error). A split left empty
   (by skipping, or by the data) is a ``UserError`` naming the split and how many of its clips were skipped.
 - Train batches are shuffled by a ``torch.Generator`` seeded from ``seed`` and get SpecAugment; val/test never do.
+- Under DDP each rank reads its share (``shards.rank_sampler``): W ranks at batch b see one process's batches of W·b.
 - ``test_dataloader()`` returns a list: [clean test set, one loader per corrupting condition]; ``test_conditions[i]``
   lists the conditions evaluated on loader i (the clean loader carries every non-corrupting one, e.g. av /
   audio_only / video_only). A corrupting loader serves the test split as that condition corrupts it, computed once
@@ -46,6 +47,7 @@ from fusionbench.data.datasets import DatasetRecords, records_for
 from fusionbench.data.features import AudioFeatures, SpecAugment, VideoFeatures, single_thread
 from fusionbench.data.manifest import Clip, file_hash, media_fingerprint
 from fusionbench.data.media import MediaError
+from fusionbench.data.shards import rank_sampler
 from fusionbench.errors import UserError
 from fusionbench.evaluate.conditions import CORRUPTION_VERSION, Condition
 
@@ -469,12 +471,13 @@ class AVDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         workers = int(self.cfg.num_workers)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=int(self.cfg.batch_size),
             collate_fn=collate,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=rank_sampler(dataset, shuffle, generator, self.trainer),  # DDP: this rank's share (data/shards.py)
+            generator=generator,
             num_workers=workers,
             persistent_workers=workers > 0,
         )

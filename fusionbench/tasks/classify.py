@@ -5,6 +5,9 @@ Multiclass: cross-entropy with label smoothing; multilabel: binary cross-entropy
 per-modality losses). AdamW with per-step linear warm-up then cosine decay to 0 (steps = optimiser steps, after
 gradient accumulation); weight decay on the weights of Linear/Conv layers only (``decay_groups``, ViT/MAE practice).
 Peak lr: ``train.lr``, or the papers' rule ``blr × effective batch / 256`` when ``train.blr > 0`` (``peak_lr``).
+Under DDP the epoch's train loss and val metrics are reduced over the ranks (``sync_dist``, torchmetrics' sync); the
+val loss is a clip-weighted ``MeanMetric``: the validation shards differ in size (``data/shards.py``), and Lightning's
+``sync_dist`` mean divides its integer batch count by the world size in integers (4 + 3 clips → 3, not 3.5).
 Test: every evaluation condition (``av``, ``audio_only``, ``video_only``, corruptions) gets its own metric collection;
 results land in ``self.test_results`` as ``{"test/<condition>/<metric>": value}``, with ``test/<condition>/clips`` the
 number of clips scored (a clip missing the one modality a condition keeps has no input there and is left out).
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torchmetrics.aggregation import MeanMetric
 
 from fusionbench.evaluate.conditions import Condition
 from fusionbench.nn.model import FusionModel
@@ -106,6 +110,7 @@ class ClassifyTask(L.LightningModule):
         self.test_conditions = [list(group) for group in test_conditions]
         self.headline = headline_metric(multilabel)
         self.val_metrics = classification_metrics(num_classes, multilabel, top_k)
+        self.val_loss = MeanMetric()  # weighted by clips; synced over DDP ranks by torchmetrics
         names = [c.name for g in self.test_conditions for c in g]
         # a list, not a ModuleDict: condition names such as ``video_noise_0.25`` contain dots
         self.test_names = {name: i for i, name in enumerate(names)}
@@ -152,7 +157,7 @@ class ClassifyTask(L.LightningModule):
             logged["train/ogm_ratio_audio"] = self._ogm_k["ratio_audio"]
             self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         loss = present_loss(self.model, out, batch["label"], self.criterion)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
         return loss
 
     def _ogm_active(self) -> bool:
@@ -201,11 +206,13 @@ class ClassifyTask(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         out = self._forward(batch)
         target = out.kept(batch["label"])
-        self.log("val/loss", self.criterion(out.logits, target), batch_size=len(target))
+        self.val_loss.update(self.criterion(out.logits, target), weight=len(target))
         self.val_metrics.update(out.logits.float(), target)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict({f"val/{k}": v for k, v in self.val_metrics.compute().items()})
+        self.log("val/loss", self.val_loss.compute(), sync_dist=True)  # already global: sync_dist averages equals
+        self.val_loss.reset()
+        self.log_dict({f"val/{k}": v for k, v in self.val_metrics.compute().items()}, sync_dist=True)
         self.val_metrics.reset()
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
