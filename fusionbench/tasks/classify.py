@@ -150,11 +150,14 @@ class ClassifyTask(L.LightningModule):
             generator = drop_generator(self.run_seed, self.global_rank, self.global_step, batch_idx)
             batch = apply_modality_dropout(batch, self.modality_dropout, generator)
         out = self._forward(batch)
-        if self.balance != "none" and self._ogm_active():
-            self._ogm_k = self._ogm_coefficients(batch, out)
-            self._ogm_key = (self.global_step, batch_idx)
-            logged = {f"train/ogm_k_{m}": self._ogm_k[m] for m in ogm_ge.MODALITIES}
-            logged["train/ogm_ratio_audio"] = self._ogm_k["ratio_audio"]
+        if self.balance != "none":  # the coefficients applied (1 after the modulation window)
+            active = self._ogm_active()
+            if active:
+                self._ogm_k = self._ogm_coefficients(batch, out)
+                self._ogm_key = (self.global_step, batch_idx)
+            logged = {f"train/ogm_k_{m}": self._ogm_k[m] if active else 1.0 for m in ogm_ge.MODALITIES}
+            if active:  # ρ_a is measured only inside the window (for mid / MBT / DeepAVFusion it costs a forward)
+                logged["train/ogm_ratio_audio"] = self._ogm_k["ratio_audio"]
             self.log_dict(logged, on_step=False, on_epoch=True, batch_size=len(batch["label"]))
         loss = present_loss(self.model, out, batch["label"], self.criterion)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["label"]), sync_dist=True)
@@ -176,7 +179,7 @@ class ClassifyTask(L.LightningModule):
         for mask in (batch.get("audio_present"), batch.get("video_present")):
             if mask is not None:
                 both = both & mask.to(device).bool()
-        scores = torch.zeros(2, device=device)
+        scores = torch.zeros(2, dtype=torch.float64, device=device)
         if bool(both.any()):  # forward_present runs the A+V group first: groups[0]
             rows = None if out.rows is None else both.nonzero().squeeze(1)  # (B_av,)
             pick = (lambda x: x) if rows is None else (lambda x: x[rows])
