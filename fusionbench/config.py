@@ -126,6 +126,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
     precision: str = "32-true"  # "bf16-mixed" on CUDA
+    compile: bool = False  # torch.compile the fusion's forward (inductor; not part of the run identity)
     accelerator: str = "auto"
     devices: int = 1
     strategy: str = "auto"  # "ddp" for multi-GPU
@@ -214,7 +215,7 @@ class Config:
 SYNTH_TASKS = ("joint", "modsum", "sync", "paired")  # the embedded tasks (synthetic.TASKS; no numpy / av import here)
 
 NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.cache_dir", "data.on_error",
-                "train.checkpoint_every", "train.checkpoint_dir")
+                "train.checkpoint_every", "train.checkpoint_dir", "train.compile")
 # Keys added after runs were recorded, left out of the config hash while they hold this value (the value that
 # computes what runs did before the key existed), so adding them does not change any earlier run's identity.
 HASHED_UNLESS_DEFAULT = {
