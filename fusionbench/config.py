@@ -117,7 +117,7 @@ class TrainConfig:
     max_steps: int = -1
     lr: float = 1e-3  # the peak learning rate, used as given unless blr is set
     # the papers' rule (MAE, DeepAVFusion): lr = blr × effective batch / 256, effective batch = data.batch_size ×
-    # devices × accumulate; 0 = off (use lr as given)
+    # devices × num_nodes × accumulate; 0 = off (use lr as given)
     blr: float = 0.0
     accumulate: int = 1  # gradient accumulation: optimiser steps every `accumulate` batches
     weight_decay: float = 0.05
@@ -129,6 +129,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the fusion's forward (inductor; not part of the run identity)
     accelerator: str = "auto"
     devices: int = 1
+    num_nodes: int = 1  # machines (Lightning's Trainer(num_nodes)): world size = devices × num_nodes
     strategy: str = "auto"  # "ddp" for multi-GPU
     threads: int = 2  # torch intra-op threads on CPU
     deterministic: bool = True
@@ -221,6 +222,7 @@ NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.
 HASHED_UNLESS_DEFAULT = {
     "train.modality_dropout": 0.0, "train.balance": "none", "train.ogm_alpha": 0.1, "train.ogm_until": 0.5,
     "data.synth.drop_mode": "absent", "data.synth.drop_splits": ["train"],
+    "train.num_nodes": 1,
 }
 
 
@@ -415,6 +417,7 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
         ("train.label_smoothing", 0 <= t.label_smoothing < 1, "must be in [0, 1)"),
         ("train.grad_clip", t.grad_clip >= 0, "must be >= 0 (0 = off)"),
         ("train.devices", t.devices >= 1, "must be >= 1"),
+        ("train.num_nodes", t.num_nodes >= 1, "must be >= 1"),
         ("train.threads", t.threads >= 1, "must be >= 1"),
         ("train.val_every_n_epochs", t.val_every_n_epochs >= 1, "must be >= 1"),
         ("train.stop_val_loss", t.stop_val_loss >= 0, "must be >= 0 (0 = off)"),

@@ -34,6 +34,7 @@ def _trainer(cfg: DictConfig, callbacks: list, **overrides) -> L.Trainer:
         max_steps=t.max_steps,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
         gradient_clip_val=t.grad_clip or None,
@@ -103,7 +104,7 @@ def build(cfg: DictConfig) -> tuple[AVDataModule, ClassifyTask]:
         cfg.train,
         test_conditions=datamodule.test_conditions,
         top_k=cfg.eval.top_k,
-        batch_size=cfg.data.batch_size,  # train.blr: lr = blr × batch × devices × accumulate / 256
+        batch_size=cfg.data.batch_size,  # train.blr: lr = blr × batch × devices × num_nodes × accumulate / 256
     )
     return datamodule, task
 
@@ -159,7 +160,7 @@ def run(cfg: DictConfig) -> str:
         if not trainer.is_global_zero:  # DDP: rank 0 scores the test split alone, every clip once (never sharded)
             return tracked.run_id
         start = time.perf_counter()
-        _trainer(cfg, [], devices=1, strategy="auto").test(task, datamodule=datamodule, verbose=False)
+        _trainer(cfg, [], devices=1, num_nodes=1, strategy="auto").test(task, datamodule=datamodule, verbose=False)
         results = dict(task.test_results)
         tracked.log_metrics({**results, "time/train_s": train_s, "time/test_s": time.perf_counter() - start})
         headline = task.headline

@@ -68,8 +68,9 @@ def decay_groups(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def effective_batch(train_cfg: DictConfig, batch_size: int) -> int:
-    """Samples per optimiser step: data.batch_size × train.devices × train.accumulate."""
-    return int(batch_size) * int(train_cfg.devices) * int(train_cfg.accumulate)
+    """Samples per optimiser step: data.batch_size × train.devices × train.num_nodes × train.accumulate."""
+    nodes = int(train_cfg.get("num_nodes", 1))
+    return int(batch_size) * int(train_cfg.devices) * nodes * int(train_cfg.accumulate)
 
 
 def peak_lr(train_cfg: DictConfig, batch_size: int) -> float:
