@@ -5,7 +5,7 @@ AdamW, the warm-up / cosine schedule, whose length counts optimiser steps) once 
 batches of b (the same shuffled order: one generator) give the gradient of their batch of k·b. Exact when the
 training split is a multiple of k·b clips: Lightning's last step of an epoch with fewer than k micro-batches still
 divides by k. Measured here (late, early and MBT, 3 epochs of 32 training clips, b = 4, k = 2): every logged metric
-within 4.8e-7 of the batch-8 run; the test allows ``TOL`` = 1e-5. ``train.blr``: lr = blr × b × devices × k / 256
+within 4.8e-7 of the batch-8 run; the test allows ``TOL`` = 1e-5. ``train.blr``: lr = blr × b × devices × num_nodes × k / 256
 (logged as ``train/lr_effective``, the batch as ``train/effective_batch``).
 """
 from __future__ import annotations
