@@ -29,8 +29,9 @@ fusionbench's choices:
 - Multi-label: s_u sums, per clip, the mean sigmoid probability of its positive classes (the paper is multi-class).
 - DDP: s_a and s_v are summed over the ranks before ρ, and the noise comes from a generator seeded by
   (run seed, step), so every rank applies the same k and the same noise to its (already averaged) gradients; the
-  scores are summed in float64 (Eq. 10 jumps at ρ = 1: float32 summation order alone made the runs drift). Measured
-  (gloo, CPU, late, tiny, 3 epochs): 2 ranks at batch 4 and 1 process at batch 8 agree within 2.4e-7 on every metric.
+  scores are summed in float64 (a precaution: the ranks add their partial sums in another order, and Eq. 10 jumps at
+  ρ = 1). Measured (gloo, CPU, late, tiny, 3 epochs): 2 ranks at batch 4 and 1 process at batch 8 agree within
+  2.4e-7 on every metric (tests/test_ogm_ge.py, slow).
 - Gradient accumulation: only the gradient this batch added is modulated (the code has no accumulation).
 - Gradient clipping (``train.grad_clip``) runs after the modulation, at the optimiser step (the code clips nothing).
 """
@@ -114,8 +115,7 @@ def true_class_score(logits: Tensor, target: Tensor, multilabel: bool = False) -
         positive = target.float()  # (B, C)
         per_clip = (torch.sigmoid(logits) * positive).sum(1) / positive.sum(1).clamp_min(1)  # (B,)
         return per_clip.double().sum()
-    # summed in float64: under DDP the ranks' partial sums are added again, and Eq. 10 jumps at ρ = 1, so float32
-    # rounding of the summation order alone could flip which modality is slowed
+    # summed in float64: under DDP the ranks' partial sums are added again, and Eq. 10 jumps at ρ = 1 (a precaution)
     return F.softmax(logits, dim=1).gather(1, target[:, None]).double().sum()  # (B, 1) → ()
 
 
