@@ -1,4 +1,5 @@
-"""Multi-process DDP on CPU (gloo), real processes: Lightning's own DDP launcher, torchrun, and SLURM's environment.
+"""Multi-process DDP on CPU (gloo), real processes: Lightning's own DDP launcher (one node, and two nodes on 127.0.0.1),
+torchrun, and SLURM's environment.
 
 Two ranks at batch b train as one process at batch 2b (``fusionbench.data.shards``: the union of the ranks' batches
 is the one process's batch; DDP averages the ranks' mean losses): every metric the run logs (the per-epoch train and
@@ -230,6 +231,22 @@ def test_srun_environment_ranks_above_zero_log_nothing(base, lightning_ddp) -> N
         procs.append(subprocess.Popen([FUSIONBENCH, "train", *base, "data.batch_size=4", "train.devices=2",
                                        "train.strategy=ddp", f"tracking.store={store}"], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, env=env))
+    out = _finish(procs)
+    _one_run(store, out)
+    _assert_same(_metrics(store), _metrics(lightning_ddp[0]))
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_device_each(base, lightning_ddp) -> None:
+    """``train.num_nodes=2 train.devices=1``: one command per node (NODE_RANK, MASTER_ADDR / MASTER_PORT, as on two
+    machines; here both on 127.0.0.1): one run, node 0's, the same metrics and effective batch."""
+    store = _store(base, "nodes")
+    port = str(_free_port())
+    procs = [subprocess.Popen([FUSIONBENCH, "train", *base, "data.batch_size=4", "train.devices=1", "train.num_nodes=2",
+                               "train.strategy=ddp", f"tracking.store={store}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=_clean_env(NODE_RANK=str(node), MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+             for node in range(2)]
     out = _finish(procs)
     _one_run(store, out)
     _assert_same(_metrics(store), _metrics(lightning_ddp[0]))
