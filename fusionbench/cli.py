@@ -73,7 +73,8 @@ def _run_one(args: argparse.Namespace, overrides: list[str], runner: str) -> int
     from fusionbench.tracking import is_server
 
     store = cfg.tracking.store if is_server(cfg.tracking.store) else project_path(cfg.tracking.store)
-    print(f"MLflow run {run_id} in {store}")
+    if run_id is not None:  # None on a distributed rank >= 1: rank 0 records the run and prints it
+        print(f"MLflow run {run_id} in {store}")
     return 0
 
 

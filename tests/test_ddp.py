@@ -103,7 +103,7 @@ def _one_run(store: str, out: str) -> pd.Series:
     assert len(frame) == 1, frame[["run_id", "status"]]
     row = frame.iloc[0]
     assert row["status"] == "FINISHED" and row["tags.fb.status"] == "finished"
-    assert re.findall(r"MLflow run ([0-9a-f]{32})", out) == [row["run_id"]]
+    assert re.findall(r"MLflow run (\S+)", out) == [row["run_id"]]  # rank 1 prints none (not "MLflow run None")
     return row
 
 
