@@ -463,7 +463,6 @@ class TrackedRun:
         uri = with_retry(self.client.get_run, self.run_id).info.artifact_uri
         return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
 
-
     def pretrain_run_with(self, checkpoint_sha256: str) -> str | None:
         """The run (any experiment of this store) whose saved encoder has this sha256 (tag ``fb.checkpoint_sha256``,
         set by ``fusionbench pretrain``), newest first; None if no run of the store made it."""
