@@ -154,12 +154,23 @@ class CellJob:
 
 
 def job_folder(cells: list[Cell], options: dict[str, Any]) -> Path:
-    """submitit's folder, ``%j`` = one sub-folder per job (never shared between two jobs)."""
+    """The launcher's base folder; every job gets a sub-folder of its own (never shared between two jobs)."""
     from fusionbench.config import project_path
 
-    base = project_path(options["folder"]) if options["folder"] else \
+    return project_path(options["folder"]) if options["folder"] else \
         tracking.store_dir(cells[0].store, cells[0].cfg.tracking.state_dir) / "submitit" / _safe(cells[0].experiment)
-    return base / "%j"
+
+
+def local_job_folder(base: Path, index: int) -> Path:
+    """A new, already created folder for one local job: ``<base>/job-<cell>-<random>``.
+
+    Not submitit's ``%j`` as for SLURM: the local executor's controller process opens ``<job id>/*_log.out`` before
+    the submitting process has created ``<job id>/`` (a race a loaded machine loses: "No output/error stream
+    produced"); a folder that exists before the submission cannot lose it."""
+    import tempfile
+
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"job-{index:04d}-", dir=base))
 
 
 def _safe(name: str) -> str:
@@ -170,20 +181,22 @@ def _safe(name: str) -> str:
 
 def run_jobs(cells: list[Cell], runner: str, launcher: str, options: dict[str, Any], payload: Callable[[Cell], dict],
              start: Callable[[Cell, str], None], end: Callable[[Cell, str, str | None, str | None, float], None],
-             log: Callable[[str], None], executor: Any = None) -> None:
-    """Submit one job per cell and wait for them; ``start`` / ``end`` report each like a local worker's cell.
-
-    ``executor``: a submitit executor to use instead of ``AutoExecutor(folder, cluster=launcher)``."""
+             log: Callable[[str], None]) -> None:
+    """Submit one job per cell and wait for them; ``start`` / ``end`` report each like a local worker's cell."""
     import submitit
 
     folder = job_folder(cells, options)
-    if executor is None:
-        executor = submitit.AutoExecutor(folder=folder, cluster=launcher)
-    executor.update_parameters(**executor_parameters(options, launcher, f"fb-{_safe(cells[0].experiment)}"))
+    parameters = executor_parameters(options, launcher, f"fb-{_safe(cells[0].experiment)}")
+
+    def executor_in(job_dir: Path) -> Any:
+        made = submitit.AutoExecutor(folder=job_dir, cluster=launcher)
+        made.update_parameters(**parameters)
+        return made
+
     job_fn = CellJob(runner)
     queue = list(range(len(cells)))
     if launcher == "slurm":  # one array; SLURM runs array_parallelism of it at once
-        jobs = dict(zip(queue, executor.map_array(job_fn, [payload(cells[i]) for i in queue])))
+        jobs = dict(zip(queue, executor_in(folder / "%j").map_array(job_fn, [payload(cells[i]) for i in queue])))
         queue = []
     else:  # the local executor has no arrays: keep array_parallelism jobs alive
         jobs = {}
@@ -200,7 +213,7 @@ def run_jobs(cells: list[Cell], runner: str, launcher: str, options: dict[str, A
         while queue or active:
             while queue and len(active) < options["array_parallelism"]:
                 i = queue.pop(0)
-                launch(i, executor.submit(job_fn, payload(cells[i])))
+                launch(i, executor_in(local_job_folder(folder, i)).submit(job_fn, payload(cells[i])))
             time.sleep(options["poll_s"])
             for i, job in list(active.items()):
                 if not job.done():

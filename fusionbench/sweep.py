@@ -512,11 +512,11 @@ LAUNCHERS = ("workers", *slurm.LAUNCHERS)
 def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | None = None, workers: int = 1,
               runner: str = DEFAULT_RUNNER, log: Callable[[str], None] = _print,
               start_method: str = "forkserver", launcher: str = "workers",
-              launcher_options: list[str] | dict[str, Any] | None = None, executor: Any = None) -> SweepReport:
+              launcher_options: list[str] | dict[str, Any] | None = None) -> SweepReport:
     """Expand, validate, skip FINISHED identities, reap dead RUNNING runs, run the rest; never raises for a cell.
 
     ``launcher``: ``workers`` (local worker processes), or ``slurm`` / ``local`` (one submitit job per cell, options
-    ``launcher.<key>=value``: :mod:`fusionbench.slurm`; ``executor`` replaces submitit's ``AutoExecutor``)."""
+    ``launcher.<key>=value``: :mod:`fusionbench.slurm`)."""
     t0 = time.monotonic()
     module, sep, name = runner.partition(":")
     if not (module and sep and name):
@@ -560,7 +560,7 @@ def run_sweep(overrides: list[str] | list[list[str]], experiment: str | Path | N
                 progress.end(cell, CellOutcome(cell.label, cell.overrides, status, run_id, error, seconds),
                              progress.started - progress.ended - 1)
 
-            slurm.run_jobs(todo, runner, launcher, options, _payload, progress.start, end, log, executor)
+            slurm.run_jobs(todo, runner, launcher, options, _payload, progress.start, end, log)
         elif workers < 1:
             _run_in_process(todo, runner, progress)
         else:
