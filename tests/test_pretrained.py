@@ -271,17 +271,19 @@ def test_the_run_gets_tags_and_init_report_json(tmp_path):
     model = _model("late")
     model.init_report = apply_init(model, _init(video=str(tmp_path / "v.pth")))
 
-    class Tracked:
-        tags, texts = {}, {}
+    from fusionbench import tracking
 
-        def set_tags(self, tags): self.tags |= tags
-        def log_text(self, text, name): self.texts[name] = text
-
-    tracked, lines = Tracked(), []
+    store = str(tmp_path / "mlflow.db")
+    mlflow_client = tracking.client(store)
+    run_id = mlflow_client.create_run(tracking.ensure_experiment(store, "init")).info.run_id
+    tracked = tracking.TrackedRun(mlflow_client, run_id, tracking.RunIdentity("late", "synth-joint", "x", 0))
+    lines: list[str] = []
     log_init(tracked, model, log=lines.append)
-    assert tracked.tags["init/video_layout"] == "timm" and len(tracked.tags["init/video_sha256"]) == 64
-    saved = json.loads(tracked.texts["init_report.json"])
+    tags = mlflow_client.get_run(run_id).data.tags
+    assert tags["init/video_layout"] == "timm" and len(tags["init/video_sha256"]) == 64
+    assert tags["fb.init"] == "video=v.pth" and "fb.pretrain_run" not in tags  # no pretraining run made v.pth
+    saved = json.loads((tracked.artifact_dir / "init_report.json").read_text())
     assert saved["not_in_checkpoint"] == model.init_report.not_in_checkpoint
     assert "towers.head.weight" in saved["not_in_checkpoint"]
-    assert int(tracked.tags["init/loaded"]) + int(tracked.tags["init/not_in_checkpoint"]) == len(model.state_dict())
+    assert int(tags["init/loaded"]) + int(tags["init/not_in_checkpoint"]) == len(model.state_dict())
     assert lines and lines[0].startswith("init: video ← ")
