@@ -37,8 +37,9 @@ benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/mo
 benchmark-pretrain: install ## pretraining known answer: contrastive zorro / early × 3 seeds on paired, probes → results/pretrain_gain.csv
 	$(BIN)/python benchmarks/pretrain_gain.py
 
-benchmark-extended: install ## the extended tier (issue 15; robust block so far): experiments/benchmark-extended.yaml, then the leaderboard
-	$(BIN)/fusionbench sweep --experiment experiments/benchmark-extended.yaml --workers $(WORKERS) --leaderboard
+benchmark-extended: install ## the extended tier: robust blocks → results/extended/, the papers' ablations → results/ablations.*
+	$(BIN)/fusionbench sweep --experiment experiments/benchmark-extended.yaml --workers $(WORKERS) --leaderboard --out results/extended
+	$(BIN)/python benchmarks/ablations.py --workers $(WORKERS)
 
 smoke: install ## one fast run of every config under experiments/ (no config rots)
 	$(BIN)/python -m pytest -q tests/test_experiments_smoke.py

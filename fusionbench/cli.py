@@ -134,22 +134,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     report = run_sweep(grids, experiment=args.experiment, workers=args.workers, launcher=args.launcher,
                        launcher_options=launcher_options)  # logs its own summary
     if args.leaderboard:
-        _write_leaderboard(args.experiment, overrides)
+        _write_leaderboard(args.experiment, overrides, out=args.out)
     return 1 if report.failed else 0
 
 
-def _write_leaderboard(experiment: str | None, overrides: list[str], pareto_x: str = "gflops") -> None:
+def _write_leaderboard(experiment: str | None, overrides: list[str], pareto_x: str = "gflops",
+                       out: str = "results") -> None:
     from fusionbench.leaderboard import write_leaderboard
 
     cfg = load_config([o for o in overrides if o.startswith("tracking.")], experiment)
-    paths = write_leaderboard(cfg.tracking.store, cfg.tracking.experiment, project_path("results"),
-                              pareto_x=pareto_x)
+    paths = write_leaderboard(cfg.tracking.store, cfg.tracking.experiment, project_path(out), pareto_x=pareto_x)
     for path in paths.values() if isinstance(paths, dict) else paths:
         print(f"wrote {path}")
 
 
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
-    _write_leaderboard(args.experiment, args.overrides, args.pareto_x)
+    _write_leaderboard(args.experiment, args.overrides, args.pareto_x, args.out)
     return 0
 
 
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(local: submitit's local executor), options launcher.<key>=value among the overrides: "
                        "partition, timeout_min, gpus_per_node, array_parallelism, ... (fusionbench.slurm)")
     sweep.add_argument("--leaderboard", action="store_true", help="write the leaderboard when the sweep ends")
+    sweep.add_argument("--out", default="results", help="the leaderboard's folder (default results)")
     sweep.add_argument("--dry-run", action="store_true",
                        help="validate every cell, list them and which already finished in the store; run nothing")
     sweep.set_defaults(func=_cmd_sweep)
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     board.add_argument("--pareto-x", choices=list(PARETO_X), default="gflops",
                        help="the Pareto plot's cost axis (default gflops)")
+    board.add_argument("--out", default="results", help="folder for the set (default results)")
     board.set_defaults(func=_cmd_leaderboard)
 
     profile = sub.add_parser("profile", help="per fusion: parameters, FLOPs (forward, forward+backward, dense), "
