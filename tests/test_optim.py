@@ -223,3 +223,25 @@ def test_run_logs_the_effective_lr_and_batch(tiny_synth_root, tmp_path):
         torch.set_num_threads(threads)
     assert metrics["train/effective_batch"] == 16
     assert metrics["train/lr_effective"] == pytest.approx(0.002 * 16 / 256)
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+@pytest.mark.parametrize("precision, fused", [("32-true", True), ("bf16-mixed", False)])
+def test_both_tasks_step_a_fused_adamw_except_under_mixed_precision(precision, fused):
+    # The supervised and the pretraining task build one optimiser (adamw_warmup_cosine): fused (one kernel for every
+    # parameter) in full precision; under mixed precision Lightning refuses to clip a fused optimiser's gradients.
+    from fusionbench.config import PretrainConfig
+    from fusionbench.tasks.contrastive import ContrastiveTask
+
+    cfg = train_cfg(precision=precision)
+    tasks = [
+        ClassifyTask(create_model("late", 5, "tiny"), 5, False, cfg, batch_size=4),
+        ContrastiveTask(create_model("zorro", 5, "tiny"), OmegaConf.structured(PretrainConfig), cfg, batch_size=4),
+    ]
+    for task in tasks:
+        trainer = L.Trainer(
+            max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
+        )
+        trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(RandomClips(4), batch_size=4))
+        assert bool(trainer.optimizers[0].defaults["fused"]) is fused, type(task).__name__

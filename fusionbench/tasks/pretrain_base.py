@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from fusionbench.nn.model import FusionModel
-from fusionbench.tasks.classify import decay_groups, effective_batch, peak_lr, warmup_cosine
+from fusionbench.tasks.classify import adamw_warmup_cosine, effective_batch, peak_lr
 
 
 def both_present(batch: dict) -> tuple[Tensor, Tensor, int]:
@@ -24,21 +24,6 @@ def both_present(batch: dict) -> tuple[Tensor, Tensor, int]:
         if batch.get(key) is not None:
             keep &= batch[key].to(audio.device).bool()
     return audio[keep], video[keep], int((~keep).sum())
-
-
-def adamw_warmup_cosine(module: torch.nn.Module, train_cfg: DictConfig, lr: float, total: int) -> dict:
-    """AdamW over every trainable parameter of ``module`` (decay groups as ``decay_groups``) with a per-step
-    linear warm-up then cosine to 0 over ``total`` optimiser steps: the supervised task's recipe."""
-    params = dict(module.named_parameters())
-    decay, plain = decay_groups(module)
-    groups = [
-        {"params": [params[n] for n in decay], "weight_decay": train_cfg.weight_decay, "names": decay},
-        {"params": [params[n] for n in plain], "weight_decay": 0.0, "names": plain},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(train_cfg.betas))
-    warmup = max(1, int(train_cfg.warmup_frac * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class PretrainTask(L.LightningModule):
