@@ -66,13 +66,19 @@ class ClipDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor] | list[dict[str, Tensor | int]]:
         """A whole batch at once (the DataLoader's batched fetch): one vectorised normalisation per modality, the
-        same element-wise arithmetic as ``__getitem__`` (bit-identical). Items that need per-clip work (SpecAugment,
-        an on-the-fly condition, a random window) are fetched one by one; ``collate`` accepts both forms."""
-        if self.augment is not None or self.condition is not None or (len(self.windows) > 1 and not self.stacked):
+        same element-wise arithmetic as ``__getitem__`` (bit-identical). SpecAugment then masks each clip of the
+        batch in item order, drawing from the global RNG as the per-item path does (bit-identical under one seed).
+        Items that need other per-clip work (an on-the-fly condition, a random window) are fetched one by one;
+        ``collate`` accepts both forms."""
+        if self.condition is not None or (len(self.windows) > 1 and not self.stacked) or (
+                self.augment is not None and self.stacked):
             return [self[i] for i in indices]
         rows = torch.as_tensor(indices, dtype=torch.int64)
         with single_thread():
             audio = [self.audio.normalise(w.fbank[rows]) for w in self.windows]  # W × (B, 1, n_mels, L)
+            if self.augment is not None:  # one window here (the stacked case went per item)
+                for j in range(len(rows)):
+                    audio[0][j] = self.augment(audio[0][j])  # (1, n_mels, L), this clip's own masks
             video = [self.video(w.frames[rows]) for w in self.windows]  # W × (B, 3, T, H, W)
         audio, video = (torch.stack(audio, 1), torch.stack(video, 1)) if self.stacked else (audio[0], video[0])
         return {"audio": audio, "video": video, "label": self.labels[rows], "index": self.data.index[rows].clone(),
