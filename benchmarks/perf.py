@@ -1,7 +1,8 @@
 """Performance ratios, measured in one run: Zorro's routing, DeepAVFusion's interactions, the data path.
 
-Rows (each a candidate against a baseline; speedup = baseline time / candidate time, mem = candidate peak / baseline
-peak):
+Rows (each a candidate against a baseline; speedup = baseline time / candidate time, flop_limit = baseline FLOPs /
+candidate FLOPs of one step by ``FlopCounterMode``: the speedup the arithmetic allows; mem = candidate peak / baseline
+peak). A run with ``--only`` replaces its benchmarks' rows in ``--out`` and keeps the other rows.
 
 - ``zorro_sdpa``: the attention core alone (q, k, v given; forward + backward; ``_fwd``: forward), where the
   routing's limit is 2× (it skips half the query-key pairs at 2 × N ≫ 16): ``zorro.routed_sdpa`` vs one
@@ -27,7 +28,7 @@ peak):
   ``AVDataModule`` reading every split from the store (manifest, fingerprints, normalisation), against the same
   decode.
 - ``data_wait``: the fraction of a training step (the small-preset ``mbt`` on that set, the config's loader, batch 8)
-  spent in ``next(loader)``; fusionbench's own loop, not Lightning's; the second epoch, after a warm-up epoch.
+  spent in ``next(loader)``; fusionbench's own loop, not Lightning's; three epochs, after a warm-up epoch.
 
 Threads: one by default (``--threads``). The project's machine is shared (2 cores, several agents): with two
 OpenMP threads on a loaded machine every op waits at a barrier for the slower core and a step takes 10-200× its
@@ -78,7 +79,7 @@ WIDTHS = (64, 256)
 HEADS = 4
 NUM_FUSION = 16
 DAV = dict(n_v=196, n_a=96, width=256, heads=4, tokens=(16, 8, 8), attn_ratio=0.25, mlp_ratio=1.0)
-COLUMNS = ("benchmark", "setting", "candidate", "baseline", "candidate_ms", "baseline_ms", "speedup",
+COLUMNS = ("benchmark", "setting", "candidate", "baseline", "candidate_ms", "baseline_ms", "speedup", "flop_limit",
            "candidate_peak_mb", "baseline_peak_mb", "mem_ratio", "note")
 Step = Callable[[], None]
 
@@ -293,9 +294,23 @@ def time_variants(steps: dict[str, Step], budget_s: float = BUDGET_S) -> dict[st
     return {v: statistics.median(t) * 1e3 for v, t in times.items()}
 
 
-def row(benchmark: str, setting: str, cand: str, base: str, ms: dict, mem: dict, note: str = "") -> dict:
+def step_flops(step: Step) -> float:
+    """FLOPs of one call of ``step`` counted by ``FlopCounterMode`` (matmuls and attention; a masked attention counts
+    every pair, as it computes them; the optimiser and element-wise ops count nothing)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def row(benchmark: str, setting: str, cand: str, base: str, ms: dict, mem: dict, note: str = "",
+        flops: dict | None = None) -> dict:
     out = dict(benchmark=benchmark, setting=setting, candidate=cand, baseline=base, candidate_ms=ms[cand],
                baseline_ms=ms[base], speedup=ms[base] / ms[cand], note=note)
+    if flops and flops.get(cand) and flops.get(base):
+        out["flop_limit"] = flops[base] / flops[cand]  # the speedup the FLOPs allow: baseline / candidate FLOPs
     if cand in mem and base in mem:
         out.update(candidate_peak_mb=mem[cand], baseline_peak_mb=mem[base],
                    mem_ratio=mem[cand] / mem[base] if mem[base] > 0 else float("nan"))
@@ -303,12 +318,14 @@ def row(benchmark: str, setting: str, cand: str, base: str, ms: dict, mem: dict,
 
 
 def run_case(case: str, variants: list[str], n: int, width: int, batch: int, refs: dict, budget_s: float,
-             memory: Memory | None, train: bool = True) -> tuple[dict, dict]:
+             memory: Memory | None, train: bool = True) -> tuple[dict, dict, dict]:
+    """(median ms, peak MiB (empty without ``memory``), FLOPs of one step) per variant."""
     steps = {v: CASES[case](v, n, width, batch, refs, train) for v in variants}
     ms = time_variants(steps, budget_s)
+    flops = {v: step_flops(step) for v, step in steps.items()}
     del steps
     mem = {v: memory.peak((case, v, n, width, batch, refs, train)) for v in variants} if memory else {}
-    return ms, mem
+    return ms, mem, flops
 
 
 # ------------------------------------------------------------------------------------------ the data path
@@ -319,7 +336,6 @@ def data_rows(scratch: Path, clips: int, batch: int, log: Callable[[str], None])
 
     from fusionbench.config import DataConfig
     from fusionbench.data.datamodule import AVDataModule, decode_split
-    from fusionbench.registry import create_model
 
     cfg = OmegaConf.structured(DataConfig)
     cfg.root, cfg.cache_dir = str(scratch / "data"), str(scratch / "cache")
@@ -349,14 +365,30 @@ def data_rows(scratch: Path, clips: int, batch: int, log: Callable[[str], None])
                "once per run: a fresh datamodule reading every split from the store (manifest, fingerprints, "
                "normalisation) vs decoding the train split")]
 
+    for workers in (0, 1):  # the config's default (in the training process), and one loader worker
+        first.cfg.num_workers = workers
+        wait, total, steps = data_wait(first, batch)
+        note = f"wait fraction {wait / total:.3f} over {steps} steps; num_workers={workers}"
+        log(f"[perf] data_wait: {note}")
+        out.append(dict(benchmark="data_wait", setting=f"mbt small, batch {batch}, num_workers={workers}",
+                        candidate="next(loader)", baseline="whole step", candidate_ms=wait / steps * 1e3,
+                        baseline_ms=total / steps * 1e3, speedup=float("nan"), note=note))
+    return out
+
+
+def data_wait(dm, batch: int) -> tuple[float, float, int]:
+    """(seconds in ``next(loader)``, seconds of whole steps, steps) of the small-preset ``mbt`` training on ``dm``'s
+    train loader: three epochs after a warm-up epoch (which also starts a worker)."""
+    from fusionbench.registry import create_model
+
     torch.manual_seed(0)
-    model = create_model("mbt", first.num_classes, "small", audio_shape=first.audio_shape,
-                         video_shape=first.video_shape).train()
+    model = create_model("mbt", dm.num_classes, "small", audio_shape=dm.audio_shape,
+                         video_shape=dm.video_shape).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loader = first.train_dataloader()
+    loader = dm.train_dataloader()
     wait = total = 0.0
     steps = 0
-    for epoch in range(2):  # epoch 0 warms up
+    for epoch in range(4):  # epoch 0 warms up; the wait is measured over the next three
         it = iter(loader)
         while True:
             t0 = time.perf_counter()
@@ -370,13 +402,7 @@ def data_rows(scratch: Path, clips: int, batch: int, log: Callable[[str], None])
             optimizer.zero_grad(set_to_none=True)
             if epoch:
                 wait, total, steps = wait + t1 - t0, total + time.perf_counter() - t0, steps + 1
-    note = (f"fraction of the step in next(loader): {wait / total:.3f} over {steps} steps "
-            f"(num_workers={cfg.num_workers})")
-    log(f"[perf] data_wait: {note}")
-    out.append(dict(benchmark="data_wait", setting=f"mbt small, batch {batch}", candidate="next(loader)",
-                    baseline="whole step", candidate_ms=wait / steps * 1e3, baseline_ms=total / steps * 1e3,
-                    speedup=float("nan"), note=f"wait fraction {wait / total:.3f}; num_workers={cfg.num_workers}"))
-    return out
+    return wait, total, steps
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -416,51 +442,54 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def add(r: dict) -> None:
         rows.append(r)
         mem = f"  mem {r['mem_ratio']:.2f}×" if "mem_ratio" in r else ""
+        limit = f" (FLOPs allow {r['flop_limit']:.2f}×)" if "flop_limit" in r else ""
         print(f"[perf] {r['benchmark']:<14} {r['setting']:<22} {r['candidate']:>12} vs {r['baseline']:<12} "
-              f"{r['candidate_ms']:9.2f} / {r['baseline_ms']:9.2f} ms  {r['speedup']:5.2f}×{mem}", flush=True)
+              f"{r['candidate_ms']:9.2f} / {r['baseline_ms']:9.2f} ms  {r['speedup']:5.2f}×{limit}{mem}", flush=True)
 
     crossover = CROSSOVER_TOKENS if "zorro_model" in only and not args.quick else ()
     for n in sorted(tokens + crossover):
         for width in WIDTHS:
             setting = f"2x{n}+16 tok, D={width}"
             if n in crossover:  # the path-choice sweep: the whole model's step only
-                ms, mem = run_case("zorro_model", ["structured", "masked"], n, width, args.batch, refs, budget,
-                                   None)
-                add(row("zorro_model", setting, "structured", "masked", ms, mem, "path-choice sweep"))
+                ms, mem, flops = run_case("zorro_model", ["structured", "masked"], n, width, args.batch, refs,
+                                          budget, None)
+                add(row("zorro_model", setting, "structured", "masked", ms, mem, "path-choice sweep", flops))
                 continue
             if "zorro_sdpa" in only:
                 for train in (True, False):
-                    ms, mem = run_case("zorro_sdpa", ["structured", "masked"], n, width, args.batch, refs, budget,
-                                       memory if train else None, train)
-                    add(row("zorro_sdpa" if train else "zorro_sdpa_fwd", setting, "structured", "masked", ms, mem))
+                    ms, mem, flops = run_case("zorro_sdpa", ["structured", "masked"], n, width, args.batch, refs,
+                                              budget, memory if train else None, train)
+                    add(row("zorro_sdpa" if train else "zorro_sdpa_fwd", setting, "structured", "masked", ms, mem,
+                            flops=flops))
             if "zorro_attn" in only:
                 variants = ["structured", "masked"] + (["lucidrains"] if refs["zorro"] else [])
                 for train in (True, False):
-                    ms, mem = run_case("zorro_attn", variants, n, width, args.batch, refs, budget,
-                                       memory if train else None, train)
+                    ms, mem, flops = run_case("zorro_attn", variants, n, width, args.batch, refs, budget,
+                                              memory if train else None, train)
                     name = "zorro_attn" if train else "zorro_attn_fwd"
-                    add(row(name, setting, "structured", "masked", ms, mem))
+                    add(row(name, setting, "structured", "masked", ms, mem, flops=flops))
                     if refs["zorro"]:
-                        add(row(name, setting, "structured", "lucidrains", ms, mem))
-                        add(row(name, setting, "masked", "lucidrains", ms, mem))
+                        add(row(name, setting, "structured", "lucidrains", ms, mem, flops=flops))
+                        add(row(name, setting, "masked", "lucidrains", ms, mem, flops=flops))
             if "zorro_model" in only:
                 batch = args.batch if n <= 512 else max(1, args.batch // 4)  # keeps the default run in minutes
-                ms, mem = run_case("zorro_model", ["structured", "masked"], n, width, batch, refs, budget, memory)
+                ms, mem, flops = run_case("zorro_model", ["structured", "masked"], n, width, batch, refs, budget,
+                                          memory)
                 add(row("zorro_model", setting + ("" if batch == args.batch else f", B={batch}"), "structured",
-                        "masked", ms, mem))
+                        "masked", ms, mem, flops=flops))
     if "dav_block" in only:
         setting = f"{DAV['n_v']}x{DAV['n_a']} tok, D={DAV['width']}"
         variants = ["ours_factorized", "ours_dense"] + (["ref_factorized", "ref_dense"] if refs["deepavfusion"]
                                                         else [])
         note = "timm stand-in (DropPath, Mlp)" if refs["deepavfusion"] and timm_stand_in() else ""
         for train in (True, False):
-            ms, mem = run_case("dav_block", variants, 0, DAV["width"], args.batch, refs, budget,
-                               memory if train else None, train)
+            ms, mem, flops = run_case("dav_block", variants, 0, DAV["width"], args.batch, refs, budget,
+                                      memory if train else None, train)
             name = "dav_block" if train else "dav_block_fwd"
-            add(row(name, setting, "ours_factorized", "ours_dense", ms, mem))
+            add(row(name, setting, "ours_factorized", "ours_dense", ms, mem, flops=flops))
             if refs["deepavfusion"]:
-                add(row(name, setting, "ours_dense", "ref_dense", ms, mem, note))
-                add(row(name, setting, "ours_factorized", "ref_factorized", ms, mem, note))
+                add(row(name, setting, "ours_dense", "ref_dense", ms, mem, note, flops))
+                add(row(name, setting, "ours_factorized", "ref_factorized", ms, mem, note, flops))
     if "data" in only:
         with tempfile.TemporaryDirectory() as tmp:
             scratch = Path(args.scratch) if args.scratch else Path(tmp)
@@ -468,6 +497,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 add(r)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     out = Path(args.out)
+    if out.exists():  # a partial run (--only) replaces its own benchmarks' rows and keeps the others
+        kept = pd.read_csv(out)
+        kept = kept[~kept["benchmark"].isin(set(frame["benchmark"]))].reindex(columns=list(COLUMNS))
+        frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False, float_format="%.4g")
     print(frame.drop(columns=["note"]).to_string(index=False, float_format=lambda x: f"{x:.3g}"))
