@@ -19,8 +19,8 @@ the two equal, in training too (stochastic depth is drawn once per sequence on b
 the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
 smaller attention calls cost more in per-call overhead than the masked pairs they skip. The threshold is from
 ``benchmarks/perf.py``'s whole-model training step on the project's loaded 2-core CPU (results/perf.csv, one run,
-widths 64 and 256): the structured step runs at 0.90-0.99× the masked one's speed at 48 and 80 tokens, 1.01-1.03× at
-2 × 64 + 16 = 144, 0.94-1.20× (noisy) at 208 and 272, 1.4-1.9× from 2 × 512 + 16 up. The two paths give the
+widths 64 and 256): the structured step runs at 0.90-0.93× the masked one's speed at 48 tokens, 0.96-1.01× at 80,
+0.97-1.04× at 2 × 64 + 16 = 144, 0.99-1.15× at 208 and 272, 1.27-1.94× at 2 × 512 + 16. The two paths give the
 same outputs (tested).
 
 Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
