@@ -41,6 +41,8 @@ class FusionModel(nn.Module):
         video_shape: tuple[int, int, int],
         video_patch: tuple[int, int, int],
         head_init: str = "normal",
+        patch_embed: str = "learned",
+        pos_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if head_init not in HEAD_INITS:
@@ -48,7 +50,7 @@ class FusionModel(nn.Module):
         self.head_init = head_init
         self.num_classes = num_classes
         self.dim, self.depth, self.heads, self.mlp_ratio, self.drop_path = dim, depth, heads, mlp_ratio, drop_path
-        self.tokenizer = AVTokenizer(dim, audio_shape, audio_patch, video_shape, video_patch)
+        self.tokenizer = AVTokenizer(dim, audio_shape, audio_patch, video_shape, video_patch, patch_embed, pos_init_std)
 
     def init_head(self, head: nn.Linear) -> None:
         """Initialise a classification head by ``head_init`` (shared by every fusion, so conditions stay identical).
