@@ -21,13 +21,25 @@ All use the quiet rendering (still red object, sine tone, σ 0.03, 20 dB; ``--qu
 nuisances) and a whole-frame flash. ``--rule`` also prints a hand-made rule's accuracy: the sign of the per-frame
 correlation of audio energy and video brightness.
 
+The recipe that makes sync learnable (README, "sync"), each part switchable to show it is needed:
+``--one-scene`` (one shape and one pitch in every clip, as colour and timbre already are in the quiet rendering),
+``--norm feature`` (each input feature, fbank bin × frame and pixel × channel, standardised by the training pool's
+mean and std, so that the tokens carry no component common to every clip; ``global``: one mean and std per modality,
+per channel for video, the datamodule's rule), ``--patch-embed frozen`` and ``--pos-init-std 1``
+(``model.patch_embed`` / ``model.pos_init_std``). ``--fusions`` and ``--seeds`` train each fusion once per seed on
+the same clips; the last validation top-1 of each run, and per fusion its mean with the 95 % t-interval, go to
+``--out`` (CSV).
+
     .venv/bin/python benchmarks/sync_variants.py --variant seg:8:0,8 --fusion early --steps 8000
+    .venv/bin/python benchmarks/sync_variants.py --one-scene --norm feature --patch-embed frozen --pos-init-std 1 \
+        --fusions early late --seeds 0 1 2 --steps 2000 --train-clips 8000 --out results/sync_recipe.csv
 """
 from __future__ import annotations
 
 import argparse
 import math
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,10 +55,13 @@ FEATURES = AudioFeatures(SimpleNamespace(sample_rate=16000, num_mel_bins=32, fra
                                          target_length=160, norm_mean=0.0, norm_std=1.0, norm_std_scale=1.0))
 
 
-def draw(variant: str, seed: int, index: int, quiet: bool) -> S.ClipFactors:
-    """Clip ``index`` of ``variant``: visual events, the audio shift that the label decides, the nuisances."""
+def draw(variant: str, seed: int, index: int, quiet: bool, one_scene: bool = False) -> S.ClipFactors:
+    """Clip ``index`` of ``variant``: visual events, the audio shift that the label decides, the nuisances
+    (``one_scene``: shape 0 and pitch 0 in every clip; the draws are made all the same, so the events do not change)."""
     rng = np.random.default_rng([seed, index])
     shape, pitch = int(rng.integers(4)), int(rng.integers(4))
+    if one_scene:
+        shape, pitch = 0, 0
     colour, timbre = list(S.COLOURS)[int(rng.integers(4))], S.TIMBRES[int(rng.integers(3))]
     lo, hi = S.OBJECT_RADIUS * 32 + 1, 32 - S.OBJECT_RADIUS * 32 - 1
     x0, y0, x1, y1 = (float(v) for v in rng.uniform(lo, hi, 4))
@@ -96,13 +111,14 @@ def draw(variant: str, seed: int, index: int, quiet: bool) -> S.ClipFactors:
         aligned=shift == 0, shift=shift, drop="", noise_seed=int(rng.integers(2**31)), params=params)
 
 
-def render(variant: str, seed: int, n: int, quiet: bool) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+def render(variant: str, seed: int, n: int, quiet: bool, one_scene: bool = False
+           ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """(frames uint8 (n, T, 32, 32, 3), raw fbank (n, 1, 32, 160), labels (n,))."""
     frames = np.empty((n, T, 32, 32, 3), np.uint8)
     fbank = torch.empty((n, 1, 32, 160))
     labels = np.empty(n, np.int64)
     for i in range(n):
-        f = draw(variant, seed, i, quiet)
+        f = draw(variant, seed, i, quiet, one_scene)
         frames[i], wave = S.render_clip(f)
         fbank[i] = FEATURES.raw(torch.from_numpy(wave))
         labels[i] = f.label
@@ -119,46 +135,45 @@ def rule_accuracy(frames: np.ndarray, fbank: torch.Tensor, labels: torch.Tensor)
     return max(acc, 1 - acc)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variant", default="sync")
-    ap.add_argument("--fusion", default="early")
-    ap.add_argument("--train-clips", type=int, default=12000)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--quiet", type=int, default=1)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rule", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    start = time.time()
-    frames, fbank, labels = render(args.variant, 1, args.train_clips, bool(args.quiet))
-    val_frames, val_fbank, val_labels = render(args.variant, 2, 600, bool(args.quiet))
-    if args.rule:
-        print(f"hand-made rule on the validation clips: {rule_accuracy(val_frames, val_fbank, val_labels):.3f}")
-    a_mean, a_std = fbank.mean(), fbank.std()
-    pool = torch.from_numpy(frames[:500]).float() / 255
-    v_mean, v_std = pool.mean((0, 1, 2, 3)), pool.std((0, 1, 2, 3))  # (3,) per channel
+def normaliser(fbank: torch.Tensor, frames: np.ndarray, norm: str):
+    """(audio, video) input functions with statistics of the training pool's first 2,000 clips: ``global``: one mean
+    and std for the fbank, per channel for the frames; ``feature``: per fbank bin × frame and per pixel × channel."""
+    pool_a, pool_v = fbank[:2000], torch.from_numpy(frames[:2000]).float() / 255  # (n, 1, 32, 160), (n, T, H, W, 3)
+    if norm == "feature":
+        a_mean, a_std = pool_a.mean(0), pool_a.std(0).clamp_min(1e-3)  # (1, 32, 160)
+        v_mean, v_std = pool_v.mean(0), pool_v.std(0).clamp_min(1e-2)  # (T, H, W, 3)
+    else:
+        a_mean, a_std = pool_a.mean(), pool_a.std()
+        v_mean, v_std = pool_v.mean((0, 1, 2, 3)), pool_v.std((0, 1, 2, 3))  # (3,) per channel
+
+    def audio(x: torch.Tensor) -> torch.Tensor:
+        return (x - a_mean) / a_std  # (B, 1, 32, 160)
 
     def video(x: np.ndarray) -> torch.Tensor:
         return ((torch.from_numpy(x).float() / 255 - v_mean) / v_std).permute(0, 4, 1, 2, 3).contiguous()  # (B, 3, T, H, W)
+    return audio, video
 
-    print(f"rendered {args.train_clips} + 600 clips in {time.time() - start:.0f} s", flush=True)
-    model = create_model(args.fusion, int(labels.max()) + 1, "small")
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+
+def train_one(args, fusion: str, seed: int, data: tuple, inputs: tuple) -> float:
+    """Train ``fusion`` from seed ``seed``; prints validation top-1 every 250 steps; returns the last one."""
+    frames, fbank, labels, val_frames, val_fbank, val_labels = data
+    audio, video = inputs
+    torch.manual_seed(seed)
+    model = create_model(fusion, int(labels.max()) + 1, "small", patch_embed=args.patch_embed,
+                         pos_init_std=args.pos_init_std)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.05)
     warmup = int(0.1 * args.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
                                               0.5 * (1 + math.cos(math.pi * (s - warmup) / (args.steps - warmup))))
-    val_audio, val_video = (val_fbank - a_mean) / a_std, video(val_frames)
-    g = torch.Generator().manual_seed(args.seed)
-    step, losses, start = 0, [], time.time()
+    val_audio, val_video = audio(val_fbank), video(val_frames)
+    g = torch.Generator().manual_seed(seed)
+    step, losses, start, acc = 0, [], time.time(), float("nan")
     while step < args.steps:
         for idx in torch.randperm(args.train_clips, generator=g).split(32):
             if len(idx) < 32 or step >= args.steps:
                 continue
             model.train()
-            out = model(audio=(fbank[idx] - a_mean) / a_std, video=video(frames[idx.numpy()]))
+            out = model(audio=audio(fbank[idx]), video=video(frames[idx.numpy()]))
             loss = model.loss(out, labels[idx], F.cross_entropy)
             opt.zero_grad()
             loss.backward()
@@ -171,10 +186,62 @@ def main() -> None:
                 model.eval()
                 with torch.no_grad():
                     pred = torch.cat([model(audio=val_audio[j:j + 100], video=val_video[j:j + 100]).logits.argmax(1)
-                                      for j in range(0, 600, 100)])
+                                      for j in range(0, len(val_labels), 100)])
                 acc = (pred == val_labels).float().mean().item()
-                print(f"{args.variant} {args.fusion} step {step}: train loss {np.mean(losses[-250:]):.3f}, "
+                print(f"{args.variant} {fusion} seed {seed} step {step}: train loss {np.mean(losses[-250:]):.3f}, "
                       f"val top-1 {acc:.3f} ({time.time() - start:.0f} s)", flush=True)
+    return acc
+
+
+def main() -> None:
+    import pandas as pd
+
+    from fusionbench.reports.stats import summarize
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variant", default="sync")
+    ap.add_argument("--fusion", default="early", help="one fusion (``--fusions`` for several)")
+    ap.add_argument("--fusions", nargs="+")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--train-clips", type=int, default=12000)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--quiet", type=int, default=1)
+    ap.add_argument("--one-scene", action="store_true", help="shape 0 and pitch 0 in every clip")
+    ap.add_argument("--norm", choices=("global", "feature"), default="global")
+    ap.add_argument("--patch-embed", choices=("learned", "frozen"), default="learned")
+    ap.add_argument("--pos-init-std", type=float, default=0.02)
+    ap.add_argument("--rule", action="store_true")
+    ap.add_argument("--out", help="CSV of the last validation top-1 per fusion and seed, and the per-fusion summary")
+    ap.add_argument("--append", action="store_true", help="keep --out's other runs (same recipe: summarised together)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    start = time.time()
+    frames, fbank, labels = render(args.variant, 1, args.train_clips, bool(args.quiet), args.one_scene)
+    val_frames, val_fbank, val_labels = render(args.variant, 2, 600, bool(args.quiet), args.one_scene)
+    if args.rule:
+        print(f"hand-made rule on the validation clips: {rule_accuracy(val_frames, val_fbank, val_labels):.3f}")
+    print(f"rendered {args.train_clips} + 600 clips in {time.time() - start:.0f} s", flush=True)
+    data = (frames, fbank, labels, val_frames, val_fbank, val_labels)
+    inputs = normaliser(fbank, frames, args.norm)
+    recipe = (f"one_scene={int(args.one_scene)} norm={args.norm} patch_embed={args.patch_embed} "
+              f"pos_init_std={args.pos_init_std:g} steps={args.steps} train_clips={args.train_clips}")
+    rows = [dict(variant=args.variant, recipe=recipe, fusion=fusion, seed=seed,
+                 val_top1=train_one(args, fusion, seed, data, inputs))
+            for fusion in (args.fusions or [args.fusion]) for seed in args.seeds]
+    runs = pd.DataFrame(rows)
+    if args.append and args.out and Path(args.out).is_file():  # a run of this invocation replaces its earlier one
+        old = pd.read_csv(args.out)
+        old = old[old.seed.notna()].astype({"seed": int})
+        key = ["variant", "recipe", "fusion", "seed"]
+        old = old[~old.set_index(key).index.isin(runs.set_index(key).index)]
+        runs = pd.concat([old[runs.columns], runs], ignore_index=True)
+    summary = pd.DataFrame([dict(variant=v, recipe=r, fusion=f, **summarize(g.val_top1, (0.0, 1.0)))
+                            for (v, r, f), g in runs.groupby(["variant", "recipe", "fusion"], sort=False)])
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.out:
+        pd.concat([runs, summary], ignore_index=True).to_csv(args.out, index=False, float_format="%.4g")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
