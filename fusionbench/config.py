@@ -372,7 +372,9 @@ def load_config(overrides: list[str] | None = None, experiment: str | Path | Non
 def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
     """(key, holds, the rule) for every value check; a key whose rule does not hold fails validation."""
     d, t, a, v, s = cfg.data, cfg.train, cfg.data.audio, cfg.data.video, cfg.data.synth
+    pos_init_std = OmegaConf.select(cfg, "model.pos_init_std")
     rules = [
+        ("model.pos_init_std", pos_init_std is None or pos_init_std > 0, "must be > 0"),
         ("data.batch_size", d.batch_size > 0, "must be > 0"),
         ("data.clip_seconds", d.clip_seconds > 0, "must be > 0"),
         ("data.train_windows", d.train_windows >= 1, "must be >= 1"),
@@ -469,10 +471,14 @@ def validate(cfg: DictConfig) -> None:
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
                "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average"),
                "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge")}
+    from fusionbench.nn.model import HEAD_INITS
+    from fusionbench.nn.tokenizers import PATCH_EMBEDS
+
+    choices |= {"model.head_init": HEAD_INITS, "model.patch_embed": PATCH_EMBEDS}  # options every fusion shares
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
-        if key == "data.task" and cfg.data.dataset != "synth":
-            continue
+        if (key == "data.task" and cfg.data.dataset != "synth") or (key.startswith("model.") and value is None):
+            continue  # a model option not given keeps the constructor's default
         if value not in valid:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}", key=key)
     for key, holds, rule in _value_rules(cfg):

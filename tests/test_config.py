@@ -96,6 +96,9 @@ def test_config_hash_ignores_seed_and_store_but_not_semantics():
         (["fusion=mbt", "model.bottleneck_plus_one=3"], "model.bottleneck_plus_one"),
         (["model.audio_patch=[32,10,1]"], "model.audio_patch"),
         (["fusion=zorro", "model.num_fusion_tokens=[4]"], "model.num_fusion_tokens"),
+        (["model.head_init=ones"], "model.head_init"),  # options every fusion shares: checked before any run
+        (["fusion=zorro", "model.patch_embed=fixed"], "model.patch_embed"),
+        (["model.pos_init_std=0"], "model.pos_init_std"),
     ],
 )
 def test_bad_values_fail_naming_the_key(overrides, key):
@@ -124,6 +127,7 @@ def test_model_option_type_error_names_the_expected_type():
         ["fusion=deepavfusion", "model.fusion_layers=[1,2]", "model.fusion_tokens=[4,2,2]"],
         ["fusion=deepavfusion", "model.fusion_layers=all"],
         ["model.mlp_ratio=2"],  # an int where a float is annotated
+        ["model.head_init=zeros", "model.patch_embed=frozen", "model.pos_init_std=1"],
     ],
 )
 def test_good_values_pass(overrides):
