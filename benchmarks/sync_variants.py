@@ -22,17 +22,17 @@ nuisances) and a whole-frame flash. ``--rule`` also prints a hand-made rule's ac
 correlation of audio energy and video brightness.
 
 The recipe that makes sync learnable (README, "sync"), each part switchable to show it is needed:
-``--one-scene`` (one shape and one pitch in every clip, as colour and timbre already are in the quiet rendering),
 ``--norm feature`` (each input feature, fbank bin × frame and pixel × channel, standardised by the training pool's
 mean and std, so that the tokens carry no component common to every clip; ``global``: one mean and std per modality,
 per channel for video, the datamodule's rule), ``--patch-embed frozen`` and ``--pos-init-std 1``
-(``model.patch_embed`` / ``model.pos_init_std``). ``--fusions`` and ``--seeds`` train each fusion once per seed on
+(``model.patch_embed`` / ``model.pos_init_std``); ``--one-scene`` (one shape and one pitch in every clip, as colour
+and timbre already are in the quiet rendering) speeds learning but is not needed. ``--fusions`` and ``--seeds`` train each fusion once per seed on
 the same clips; the last validation top-1 of each run, and per fusion its mean with the 95 % t-interval, go to
 ``--out`` (CSV).
 
     .venv/bin/python benchmarks/sync_variants.py --variant seg:8:0,8 --fusion early --steps 8000
     .venv/bin/python benchmarks/sync_variants.py --one-scene --norm feature --patch-embed frozen --pos-init-std 1 \
-        --fusions early late --seeds 0 1 2 --steps 2000 --train-clips 8000 --out results/sync_recipe.csv
+        --fusions early late --seeds 0 1 2 --steps 4000 --train-clips 8000 --out results/sync_recipe.csv --append
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ import torch.nn.functional as F
 
 from fusionbench.data import synthetic as S
 from fusionbench.data.features import AudioFeatures
+from fusionbench.nn.tokenizers import PATCH_EMBEDS
 from fusionbench.registry import create_model
 
 T = 16  # frames per clip (the small preset's 16 + 16 time-aligned tokens)
@@ -200,8 +201,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", default="sync")
-    ap.add_argument("--fusion", default="early", help="one fusion (``--fusions`` for several)")
-    ap.add_argument("--fusions", nargs="+")
+    ap.add_argument("--fusions", "--fusion", nargs="+", default=["early"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--train-clips", type=int, default=12000)
     ap.add_argument("--steps", type=int, default=3000)
@@ -209,7 +209,7 @@ def main() -> None:
     ap.add_argument("--quiet", type=int, default=1)
     ap.add_argument("--one-scene", action="store_true", help="shape 0 and pitch 0 in every clip")
     ap.add_argument("--norm", choices=("global", "feature"), default="global")
-    ap.add_argument("--patch-embed", choices=("learned", "frozen"), default="learned")
+    ap.add_argument("--patch-embed", choices=PATCH_EMBEDS, default="learned")
     ap.add_argument("--pos-init-std", type=float, default=0.02)
     ap.add_argument("--rule", action="store_true")
     ap.add_argument("--out", help="CSV of the last validation top-1 per fusion and seed, and the per-fusion summary")
@@ -228,7 +228,7 @@ def main() -> None:
               f"pos_init_std={args.pos_init_std:g} steps={args.steps} train_clips={args.train_clips}")
     rows = [dict(variant=args.variant, recipe=recipe, fusion=fusion, seed=seed,
                  val_top1=train_one(args, fusion, seed, data, inputs))
-            for fusion in (args.fusions or [args.fusion]) for seed in args.seeds]
+            for fusion in args.fusions for seed in args.seeds]
     runs = pd.DataFrame(rows)
     if args.append and args.out and Path(args.out).is_file():  # a run of this invocation replaces its earlier one
         old = pd.read_csv(args.out)
