@@ -103,6 +103,9 @@ class DataConfig:
     # train: normalise audio and video by the training split's own statistics (AST's dataset-statistics recipe);
     # config: by audio.norm_mean / norm_std and video.mean / std as given (a pretrained backbone's statistics)
     norm_stats: str = "train"
+    # with norm_stats=train: channel = one mean and std for the fbank and per RGB channel for video; feature = each
+    # fbank bin × frame and each pixel × channel by its own (removes what every clip shares; the sync recipe)
+    norm_by: str = "channel"
     cache_dir: str = "data/cache"  # decoded-tensor cache; "" disables it
     batch_size: int = 64
     num_workers: int = 0
@@ -222,7 +225,7 @@ NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.
 HASHED_UNLESS_DEFAULT = {
     "train.modality_dropout": 0.0, "train.balance": "none", "train.ogm_alpha": 0.1, "train.ogm_until": 0.5,
     "data.synth.drop_mode": "absent", "data.synth.drop_splits": ["train"],
-    "train.num_nodes": 1,
+    "train.num_nodes": 1, "data.norm_by": "channel",
 }
 
 
@@ -375,6 +378,8 @@ def _value_rules(cfg: DictConfig) -> list[tuple[str, bool, str]]:
     pos_init_std = OmegaConf.select(cfg, "model.pos_init_std")
     rules = [
         ("model.pos_init_std", pos_init_std is None or pos_init_std > 0, "must be > 0"),
+        ("data.norm_by", d.norm_by != "feature" or d.norm_stats == "train",
+         "=feature fits the training split's statistics: it needs data.norm_stats=train"),
         ("data.batch_size", d.batch_size > 0, "must be > 0"),
         ("data.clip_seconds", d.clip_seconds > 0, "must be > 0"),
         ("data.train_windows", d.train_windows >= 1, "must be >= 1"),
@@ -469,8 +474,8 @@ def validate(cfg: DictConfig) -> None:
 
     choices = {"data.dataset": tuple(READERS), "data.task": SYNTH_TASKS,
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
-               "data.norm_stats": ("train", "config"), "init.inflate": ("central", "average"),
-               "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge")}
+               "data.norm_stats": ("train", "config"), "data.norm_by": ("channel", "feature"),
+               "init.inflate": ("central", "average"), "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge")}
     from fusionbench.nn.model import HEAD_INITS
     from fusionbench.nn.tokenizers import PATCH_EMBEDS
 

@@ -16,10 +16,11 @@ def numpy_train_mean(dm: AVDataModule) -> np.ndarray:
     return np.round(frames.reshape(-1, 3).mean(0)).astype(np.uint8)  # (3,)
 
 
-@pytest.mark.parametrize("norm_stats", ["train", "config"])
-def test_full_occlusion_fills_every_pixel_with_the_training_mean(synth_cfg, norm_stats: str) -> None:
+@pytest.mark.parametrize("norm_stats,norm_by", [("train", "channel"), ("config", "channel"), ("train", "feature")])
+def test_full_occlusion_fills_every_pixel_with_the_training_mean(synth_cfg, norm_stats: str, norm_by: str) -> None:
     mean_fill, black = parse_condition("video_occlusion_1"), parse_condition("video_occlusion_black_1")
-    dm = AVDataModule(synth_cfg(norm_stats=norm_stats), conditions=[mean_fill, black], decode_workers=1)
+    dm = AVDataModule(synth_cfg(norm_stats=norm_stats, norm_by=norm_by), conditions=[mean_fill, black],
+                      decode_workers=1)
     dm.setup()
     want = numpy_train_mean(dm)
     assert not np.array_equal(want, np.zeros(3, np.uint8))  # the test means something: the mean is not black,

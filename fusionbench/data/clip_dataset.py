@@ -55,7 +55,7 @@ class ClipDataset(Dataset):
         self.augment = augment if augment is not None and augment.active else None
         self.condition = condition if condition is not None and condition.corrupts else None
         if self.condition is not None and self.condition.kind == "video_occlusion" and self.condition.fill is None:
-            self.condition = self.condition.with_fill(video.mean)  # the normalisation's mean: the training mean
+            self.condition = self.condition.with_fill(video.channel_mean)  # the normalisation's mean: the training mean
 
     def __len__(self) -> int:
         return len(self.data)

@@ -4,7 +4,8 @@ Audio (reference/methods.md §5): subtract the waveform's mean, ``torchaudio.com
 use_energy=False, window_type="hanning", dither=0.0, …)`` with the config's mel bins, frame length/shift and sample
 rate, zero-pad or crop the frames to ``target_length`` (AST pads with 0 *before* normalising), normalise
 ``(x - norm_mean) / (norm_std_scale · norm_std)`` and lay it out as (1, n_mels, target_length): mel on height,
-time on width. ``AudioFeatures.raw`` stops before the normalisation (what the cache stores);
+time on width. ``norm_mean`` / ``norm_div`` are floats, or (1, n_mels, target_length) tensors for the per-feature
+normalisation (``data.norm_by=feature``). ``AudioFeatures.raw`` stops before the normalisation (what the cache stores);
 ``AudioFeatures.normalise`` finishes it.
 """
 from __future__ import annotations
@@ -114,7 +115,8 @@ class SpecAugment(nn.Module):
 
 
 class VideoFeatures:
-    """uint8 frames (…, T, H, W, 3) → float (…, 3, T, H, W): ``(x / 255 - mean) / std`` per channel.
+    """uint8 frames (…, T, H, W, 3) → float (…, 3, T, H, W): ``(x / 255 - mean) / std`` per channel (``mean`` /
+    ``std`` (3,)), or per feature (pixel × channel: (3, T, H, W), ``data.norm_by=feature``).
 
     Moved to channels-first while still uint8 (a quarter of the bytes of the float copy: 2× faster than permuting
     and casting in one op), cast, then ``x · (1 / (255 · std)) - mean / std`` in place (2× faster than normalising
@@ -122,13 +124,18 @@ class VideoFeatures:
     """
 
     def __init__(self, video_cfg: Any) -> None:
-        self.mean = torch.tensor([float(m) for m in video_cfg.mean])  # (3,)
-        self.std = torch.tensor([float(s) for s in video_cfg.std])  # (3,)
+        self.mean = torch.tensor([float(m) for m in video_cfg.mean])  # (3,), or (3, T, H, W) per feature
+        self.std = torch.tensor([float(s) for s in video_cfg.std])  # (3,), or (3, T, H, W) per feature
+
+    @property
+    def channel_mean(self) -> Tensor:
+        """The per-channel mean pixel (3,) (of the per-feature means under ``data.norm_by=feature``)."""
+        return self.mean if self.mean.dim() == 1 else self.mean.mean((1, 2, 3))
 
     def __call__(self, frames: Tensor) -> Tensor:
         x = torch.as_tensor(frames)
         if x.dtype != torch.uint8 or x.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 (..., T, H, W, 3), got {x.dtype} {tuple(x.shape)}")
         y = x.movedim(-1, -4).contiguous().float()  # (..., 3, T, H, W): channels first, then float
-        view = (3, 1, 1, 1)
+        view = (3, 1, 1, 1) if self.std.dim() == 1 else self.std.shape  # per channel, or per feature (3, T, H, W)
         return y.mul_((1.0 / (255.0 * self.std)).view(view)).sub_((self.mean / self.std).view(view))
