@@ -31,13 +31,13 @@ test: install ## run the test suite (CPU, a few minutes; TEST_WORKERS=2 processe
 test-slow: install ## run the slow tests too
 	$(BIN)/python -m pytest -q
 
-benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/modsum/sync, then results/leaderboard.*
+benchmark: install ## the default benchmark: every fusion × 3 seeds × joint/modsum, then results/leaderboard.*
 	$(BIN)/fusionbench sweep --experiment experiments/benchmark.yaml --workers $(WORKERS) --leaderboard
 
 benchmark-pretrain: install ## pretraining known answer: contrastive zorro / early × 3 seeds on paired, probes → results/pretrain_gain.csv
 	$(BIN)/python benchmarks/pretrain_gain.py
 
-benchmark-extended: install ## the extended tier: robust blocks → results/extended/, the papers' ablations → results/ablations.*
+benchmark-extended: install ## the extended tier: sync and robust blocks → results/extended/, the papers' ablations → results/ablations.*
 	$(BIN)/fusionbench sweep --experiment experiments/benchmark-extended.yaml --workers $(WORKERS) --leaderboard --out results/extended
 	$(BIN)/python benchmarks/ablations.py --workers $(WORKERS)
 

@@ -173,3 +173,23 @@ def test_task_defaults_are_data_and_a_spec_can_be_overridden(tmp_path: Path) -> 
 def test_unknown_task_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown synthetic task 'offset'"):
         S.generate("offset", 2, seed=0, out=tmp_path)
+
+
+def test_sync_is_one_quiet_scene_whose_only_variable_is_the_timing() -> None:
+    """sync renders one still red circle with one sine pitch; the events are drawn as with the nuisances on (the
+    draws are made all the same, so the RNG stream, hence every clip's rhythm and label, does not depend on it)."""
+    spec = S.TASKS["sync"]
+    factors = S.make_factors(spec, 300, seed=2, params=S.render_params(spec))
+    noisy = S.make_factors(dataclasses.replace(spec, one_scene=False, timbre=None), 300, seed=2,
+                           params=S.render_params(spec))
+    assert {(f.shape, f.pitch, f.pitch_hz, f.timbre, f.colour, f.x0, f.x1) for f in factors} == {
+        (0, 0, S.PITCHES_HZ[0], "sine", "red", 16.0, 16.0)}
+    assert len({f.timbre for f in noisy}) == 3 and len({f.shape for f in noisy}) == 4
+    assert [(f.events, f.audio_events, f.label) for f in factors] == [(f.events, f.audio_events, f.label) for f in noisy]
+    assert len({f.events for f in factors}) > 100
+
+
+def test_spec_fields_added_later_are_recorded_only_when_set() -> None:
+    """A set generated before ``timbre`` / ``one_scene`` existed is still recognised: its spec record is unchanged."""
+    assert not set(S.SPEC_FIELDS_ADDED) & set(S.spec_record(S.TASKS["joint"]))
+    assert S.spec_record(S.TASKS["sync"])["one_scene"] is True and S.spec_record(S.TASKS["sync"])["timbre"] == "sine"

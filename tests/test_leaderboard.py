@@ -200,7 +200,10 @@ def probe(audio: float, video: float, ceiling: float, tolerance: float = 0.05) -
             "data/leak_probe/tolerance": tolerance, "data/leak_probe/chance": ceiling, "data/leak_probe/leak": leak}
 
 
-def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path) -> None:
+def test_markdown_shows_the_leak_probe_and_flags_a_leak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fusionbench.data import synthetic
+
+    monkeypatch.setitem(synthetic.STRETCH_TASKS, "sync", "leak-free, yet learnt by no fusion")  # a stretch task
     store = fresh_store(tmp_path / "results")
     exp = "probe"
     ok = {"fb.leak_probe.set": "joint", "fb.leak_probe": "ok"}
