@@ -126,6 +126,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_frac: float = 0.1  # linear warm-up over this fraction of the steps, then cosine decay to 0
+    lr_schedule: str = "cosine"  # after the warm-up: cosine (decay to 0 at the last step) | constant (the peak lr)
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
     precision: str = "32-true"  # "bf16-mixed" on CUDA
@@ -225,7 +226,7 @@ NON_SEMANTIC = ("seed", "tracking", "train.progress", "data.num_workers", "data.
 HASHED_UNLESS_DEFAULT = {
     "train.modality_dropout": 0.0, "train.balance": "none", "train.ogm_alpha": 0.1, "train.ogm_until": 0.5,
     "data.synth.drop_mode": "absent", "data.synth.drop_splits": ["train"],
-    "train.num_nodes": 1, "data.norm_by": "channel",
+    "train.num_nodes": 1, "data.norm_by": "channel", "train.lr_schedule": "cosine",
 }
 
 
@@ -475,7 +476,8 @@ def validate(cfg: DictConfig) -> None:
     choices = {"data.dataset": tuple(READERS), "data.task": SYNTH_TASKS,
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
                "data.norm_stats": ("train", "config"), "data.norm_by": ("channel", "feature"),
-               "init.inflate": ("central", "average"), "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge")}
+               "init.inflate": ("central", "average"), "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge"),
+               "train.lr_schedule": ("cosine", "constant")}
     from fusionbench.nn.model import HEAD_INITS
     from fusionbench.nn.tokenizers import PATCH_EMBEDS
 

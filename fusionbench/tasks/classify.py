@@ -36,10 +36,13 @@ from fusionbench.tasks.modality_dropout import apply_modality_dropout, drop_gene
 from fusionbench.tasks.presence import forward_present, forward_windows, present_loss
 
 
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warm-up over ``warmup`` steps, then half-cosine from 1 to 0 at ``total``."""
+def warmup_cosine(step: int, total: int, warmup: int, decay: bool = True) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then half-cosine from 1 to 0 at ``total`` (``decay``), or
+    1 to the end (``decay=False``: ``train.lr_schedule=constant``)."""
     if step < warmup:
         return (step + 1) / warmup
+    if not decay:
+        return 1.0
     progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -83,7 +86,8 @@ def adamw_warmup_cosine(module: nn.Module, train_cfg: DictConfig, lr: float, tot
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(train_cfg.betas),
                                   fused="mixed" not in str(train_cfg.precision))
     warmup = max(1, int(train_cfg.warmup_frac * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+    decay = train_cfg.get("lr_schedule", "cosine") == "cosine"
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, decay))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
