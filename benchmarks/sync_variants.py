@@ -2,10 +2,11 @@
 
 How sync's recipe was found (README, "sync"); the pipeline runs it in experiments/benchmark-extended.yaml. Clips
 are rendered by ``synthetic.render_clip`` (the mp4 generator's pure renderer) and featurised as the datamodule does
-(Kaldi fbank 32 × 160, per-channel video normalisation by the training pool's statistics), then a fusion at the small preset trains on a fixed pool of fresh
-clips with AdamW (lr 1e-3, weight decay 0.05, 10 % warm-up + cosine, batch 32, gradient clip 1), validation on 600
-clips of another seed every 250 steps. fusionbench's choice: a plain loop in memory, not the Lightning pipeline, so
-that thousands of steps fit in minutes; the model, its init and its loss are the pipeline's.
+(Kaldi fbank 32 × 160, per-channel video normalisation by the training pool's statistics), then a fusion at the
+small preset trains on a fixed pool of fresh clips with AdamW (lr 1e-3, weight decay 0.05, 10 % warm-up + cosine,
+batch 32, gradient clip 1), validation on 600 clips of another seed every 250 steps. fusionbench's choice: a plain
+loop in memory, not the Lightning pipeline, so that thousands of steps fit in minutes; the model, its init and its
+loss are the pipeline's.
 
 Variants (``--variant``; every one but the controls is leak-free: each modality's event positions are uniform in
 both classes, circular shifts of one rhythm):

@@ -476,8 +476,8 @@ def validate(cfg: DictConfig) -> None:
     choices = {"data.dataset": tuple(READERS), "data.task": SYNTH_TASKS,
                "data.on_error": ("raise", "skip"), "data.missing_modality": ("absent", "skip", "error"),
                "data.norm_stats": ("train", "config"), "data.norm_by": ("channel", "feature"),
-               "init.inflate": ("central", "average"), "data.synth.drop_mode": ("absent", "noise"), "train.balance": ("none", "ogm", "ogm_ge"),
-               "train.lr_schedule": ("cosine", "constant")}
+               "init.inflate": ("central", "average"), "data.synth.drop_mode": ("absent", "noise"),
+               "train.balance": ("none", "ogm", "ogm_ge"), "train.lr_schedule": ("cosine", "constant")}
     from fusionbench.nn.model import HEAD_INITS
     from fusionbench.nn.tokenizers import PATCH_EMBEDS
 

@@ -132,7 +132,8 @@ TASKS: dict[str, TaskSpec] = {
     # sync: only the timing differs between clips. With motion, colour, timbre, shape and pitch as nuisances, σ 0.15
     # and 10 dB, no fusion left chance in up to 8,000 steps (README, "sync"); the rendering here is modsum's quiet one
     # (a still red object, σ 0.03, 20 dB) with one scene (a sine at one pitch): it is learnt with the recipe of the
-    # extended tier (data.norm_by=feature, model.patch_embed=frozen, model.pos_init_std=1, ≤ 5,000 steps at a constant lr).
+    # extended tier (data.norm_by=feature, model.patch_embed=frozen, model.pos_init_std=1, ≤ 5,000 steps at a
+    # constant lr).
     "sync": TaskSpec(
         "sync", 2, "1 if the audio bursts coincide with the visual flashes, 0 if circularly shifted by ≥ 2 frames",
         0.5, ("shifted", "aligned"), video_noise=0.03, audio_snr_db=20.0, events=(2, 4), flash="frame",

@@ -86,7 +86,7 @@ def adamw_warmup_cosine(module: nn.Module, train_cfg: DictConfig, lr: float, tot
     optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(train_cfg.betas),
                                   fused="mixed" not in str(train_cfg.precision))
     warmup = max(1, int(train_cfg.warmup_frac * total))
-    decay = train_cfg.get("lr_schedule", "cosine") == "cosine"
+    decay = train_cfg.lr_schedule == "cosine"
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, decay))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
