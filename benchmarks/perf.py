@@ -34,9 +34,10 @@ Threads: one by default (``--threads``). The project's machine is shared (2 core
 OpenMP threads on a loaded machine every op waits at a barrier for the slower core and a step takes 10-200× its
 quiet time, a wait that dominates the small cases; one thread measures the work, and the ratios, not the barrier.
 Time: the variants of one row alternate within each repeat (they share the machine's load); each variant's median over
-the steps that fill ``--budget`` seconds (at least 3) after a warm-up step. Peak memory: each variant's step run once in a fresh process (forkserver; glibc
-told to return large blocks: ``MALLOC_MMAP_THRESHOLD_``): CPU peak RSS growth over the step, CUDA max allocated
-(``profile.PeakMemory``); training rows count activations, gradients and optimiser state (the weights came before).
+the steps that fill ``--budget`` seconds (at least 3) after a warm-up step. Peak memory: the exact peak of torch's CPU
+allocations over one step after a warm-up step (``evaluate/allocated.py``, the profiler's memory timeline; not the
+RSS, which depends on what the heap already had free): training rows count activations and gradients (the weights
+and the optimiser's state were made before).
 The reference code is read from a local checkout (a user clones it; it is never part of fusionbench); a row whose
 checkout is not given is skipped, saying so. zorro-pytorch needs ``einops`` and ``beartype``; DeepAVFusion's block
 file imports ``timm``'s ``DropPath`` and ``Mlp``: where timm is not installed, a stand-in with timm's definitions of the
@@ -48,14 +49,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
 import time
 import types
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -66,7 +64,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fusionbench.evaluate.profile import PeakMemory  # noqa: E402
+import fusionbench.evaluate.efficiency  # noqa: E402,F401  registers the FLOP formulas of CPU attention
+from fusionbench.evaluate.allocated import allocated_peak_mib  # noqa: E402
 from fusionbench.fusions.zorro import routed_attention, routed_sdpa, zorro_mask  # noqa: E402
 from fusionbench.nn.block import Attention  # noqa: E402
 from fusionbench.nn.fusion_blocks import FusionBlock  # noqa: E402
@@ -176,10 +175,9 @@ def zorro_sdpa(variant: str, n: int, width: int, batch: int, refs: dict, train: 
     q, k, v = (torch.randn(shape, requires_grad=train) for _ in range(3))  # each (B, h, N, d_h)
     types_ = token_types(*sizes.items())
     mask = zorro_mask(types_, types_)  # (N, N)
-    split = lambda t: dict(zip(sizes, t.split(list(sizes.values()), dim=2)))  # noqa: E731 {type: (B, h, N_t, d_h)}
     if variant == "structured":
         def run() -> torch.Tensor:
-            return torch.cat(list(routed_sdpa(split(q), split(k), split(v), k, v).values()), dim=2)  # (B, h, N, d_h)
+            return torch.cat(list(routed_sdpa(q, k, v, sizes).values()), dim=2)  # (B, h, N, d_h)
     else:
         def run() -> torch.Tensor:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, d_h)
@@ -249,27 +247,19 @@ CASES = {"zorro_sdpa": zorro_sdpa, "zorro_attn": zorro_attention, "zorro_model":
 # ------------------------------------------------------------------------------------------ measuring
 
 
-def _memory_job(spec: tuple) -> float:
-    """Peak memory (MiB) of one step of ``spec`` in this (fresh) process."""
-    case, variant, n, width, batch, refs, train = spec
-    torch.set_num_threads(1)  # the peak does not depend on it; the measuring processes stay light
-    step = CASES[case](variant, n, width, batch, refs, train)
-    peak = PeakMemory(torch.device("cpu"))
-    step()
-    return peak.read()
-
-
 class Memory:
-    """Runs each memory measurement in a fresh process from a forkserver that has torch imported."""
-
-    def __init__(self) -> None:
-        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")  # large blocks mmap'd: freed memory leaves the RSS
-        self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["torch", "fusionbench.fusions.zorro", "fusionbench.nn.fusion_blocks"])
+    """The exact allocation peak (MiB) of one step of a case, after a warm-up step, at one thread."""
 
     def peak(self, spec: tuple) -> float:
-        with ProcessPoolExecutor(1, mp_context=self.ctx, max_tasks_per_child=1) as pool:
-            return pool.submit(_memory_job, spec).result()
+        case, variant, n, width, batch, refs, train = spec
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the attention kernels' buffers are per thread
+        try:
+            step = CASES[case](variant, n, width, batch, refs, train)
+            step()
+            return allocated_peak_mib(step)
+        finally:
+            torch.set_num_threads(threads)
 
 
 MIN_REPEATS, MAX_REPEATS = 3, 60
@@ -420,7 +410,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--clips", type=int, default=96, help="clips of the generated synthetic set (data rows)")
     p.add_argument("--scratch", help="where the synthetic set and its store go (default: a temporary folder)")
     p.add_argument("--quick", action="store_true", help="48 and 2×256 tokens only, 1 s budget, no memory")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument("--only", default="zorro_sdpa,zorro_attn,zorro_model,dav_block,data", help="comma list of benchmarks")
     p.add_argument("--out", default=str(ROOT / "results" / "perf.csv"))
     args = p.parse_args(argv)
