@@ -97,12 +97,17 @@ def test_the_paths_agree_in_training_with_stochastic_depth():
 
 
 @pytest.mark.parametrize("backward", [False, True])
-def test_the_structured_path_runs_exactly_the_flops_the_routing_needs(backward):
+def test_the_structured_path_runs_the_flops_the_routing_needs_and_the_readouts_masked_pairs(backward):
     from fusionbench.evaluate.profile import count_flops
 
     above, below = model_with(THRESHOLD), model_with(THRESHOLD - 1)
-    # above the threshold forward runs the structured path: the dense count less every masked pair, no more
+    # above the threshold forward runs the structured path: the dense count less every masked pair of the backbone;
+    # the one masked readout call still discards its 2·N pairs (audio misses V and F, video A and F, fusion A and V)
     effective = count_flops(above, backward=backward, dense=True, effective=True)
-    assert count_flops(above, backward=backward) == effective < count_flops(above, backward=backward, dense=True)
+    readout_pairs = 2 * THRESHOLD
+    per_pair = (14 if backward else 4) * above.dim  # 4·d_h per head forward (QKᵀ and AV), 3.5× that with backward
+    runs = count_flops(above, backward=backward)
+    assert runs == effective + per_pair * readout_pairs < count_flops(above, backward=backward, dense=True)
+    assert count_flops(above, backward=backward, effective=True) == effective  # its masked pairs are the readout's
     # below it, the masked path: the dense count
     assert count_flops(below, backward=backward) == count_flops(below, backward=backward, dense=True)

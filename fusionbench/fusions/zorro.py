@@ -12,8 +12,11 @@ same thing with the same weights and no N² masked work: every per-token op (Lay
 MLP, stochastic depth) runs over the whole sequence [A | V | F] as in the masked path, and only the attention core is
 routed (``routed_attention``): A's queries read A's keys, V's read V's, F's read all:
     A ← Block(A, context=A);  V ← Block(V, context=V);  F ← Block(F, context=[A ‖ V ‖ F])
-``forward_masked`` is the dense masked reference (one Block call over [A | V | F] with ``zorro_mask``); tests hold
-the two equal, in training too (stochastic depth is drawn once per sequence on both paths).
+Both paths read out through one masked call (``Zorro.read_out``; fusionbench's choice): its four queries discard 2·N
+query-key pairs per head, against the backbone's ~N²/2 per layer, and routing them would cost more memory than it
+saves arithmetic. ``forward_masked`` is the dense masked reference (one Block call over
+[A | V | F] with ``zorro_mask``); tests hold the two equal, in training too (stochastic depth is drawn once per
+sequence on both paths).
 
 ``forward`` (and ``embed``) take the faster of the two for the sequence (fusionbench's choice, ``use_structured``):
 the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
@@ -24,9 +27,9 @@ widths 64 and 256): the structured step runs at 0.90-0.93× the masked one's spe
 same outputs (tested).
 
 Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
-``audio`` (A never reads V or F: bit-identical to the audio stream of the A+V forward on the structured path,
-equal to float rounding on the masked one), ``fusion`` and ``global`` (from
-audio alone), and ``logits`` = the ``audio`` readout. Video-only is symmetric.
+``audio`` (A never reads V or F: the same bits whatever the video holds, on both paths; equal to float rounding to
+the audio stream of the A+V forward, where the one masked readout call runs over more keys), ``fusion`` and ``global``
+(from audio alone), and ``logits`` = the ``audio`` readout. Video-only is symmetric.
 """
 from __future__ import annotations
 
@@ -58,37 +61,27 @@ def routed_attention(attn: Attention, x: Tensor, sizes: dict[TokenType, int]) ->
     h = attn.heads
     q = attn.q(x).view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d_h)
     k, v = attn.kv(x).view(b, n, 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N, d_h)
-    split = lambda t: dict(zip(sizes, t.split(list(sizes.values()), dim=2)))  # noqa: E731 {type: (B, h, N_t, d_h)}
-    out = routed_sdpa(split(q), split(k), split(v), k, v)  # {type: (B, h, N_t, d_h)}
+    out = routed_sdpa(q, k, v, sizes)  # {type: (B, h, N_t, d_h)}
     return torch.cat([attn.proj(o.transpose(1, 2).reshape(b, -1, d)) for o in out.values()], dim=1)  # (B, N, D)
 
 
-def routed_sdpa(q: dict[TokenType, Tensor], k: dict[TokenType, Tensor], v: dict[TokenType, Tensor],
-                k_all: Tensor | None = None, v_all: Tensor | None = None) -> dict[TokenType, Tensor]:
-    """The attention core of ``zorro_mask``, per group {type: (B, h, N_t, d_h)}: A's queries read A's keys, V's read
-    V's, F's read every group's (``k_all`` / ``v_all`` (B, h, N, d_h), default the groups' concatenated in order): no
-    masked pair is computed."""
-    if k_all is None or v_all is None:
-        k_all, v_all = torch.cat(list(k.values()), dim=2), torch.cat(list(v.values()), dim=2)  # (B, h, N, d_h)
-    return {t: F_.scaled_dot_product_attention(q[t], *((k_all, v_all) if t == F else (k[t], v[t]))) for t in q}
+def routed_sdpa(q: Tensor, k: Tensor, v: Tensor, sizes: dict[TokenType, int]) -> dict[TokenType, Tensor]:
+    """The attention core of ``zorro_mask`` on q, k, v (B, h, N, d_h) in groups of ``sizes`` (sequence order, F
+    among them) → {type: (B, h, N_t, d_h)}: A's queries read A's keys, V's read V's, F's read all N; no masked pair is
+    computed, no key or value copied.
 
-
-def routed_readout(attn: Attention, queries: Tensor, names: list[str], x: Tensor, sizes: dict[TokenType, int]
-                   ) -> Tensor:
-    """``attn`` under ``readout_mask`` without the masked pairs: the readout queries (B, R, D) named ``names`` over the
-    final tokens (B, N, D) in groups of ``sizes``; each key projected once; → (B, R, D). A readout query reads its
-    group's keys, ``global`` every key."""
-    b, r, d = queries.shape
-    h = attn.heads
-    q = attn.q(queries).view(b, r, h, d // h).transpose(1, 2)  # (B, h, R, d_h)
-    k, v = attn.kv(x).view(b, x.shape[1], 2, h, d // h).permute(2, 0, 3, 1, 4)  # each (B, h, N, d_h)
-    starts = dict(zip(sizes, torch.tensor([0, *sizes.values()]).cumsum(0).tolist()))  # group → its first token
-    out = []
-    for i, name in enumerate(names):
-        t = READOUTS[name]
-        keys = slice(None) if t == G else slice(starts[t], starts[t] + sizes[t])
-        out.append(F_.scaled_dot_product_attention(q[:, :, i : i + 1], k[:, :, keys], v[:, :, keys]))  # (B, h, 1, d_h)
-    return attn.proj(torch.cat(out, dim=2).transpose(1, 2).reshape(b, r, d))  # (B, R, D)
+    F's call is made first and k, v are split after it, on purpose: autograd runs the later nodes first, so the
+    groups' backward, and the split's that gathers their key and value gradients into one full-size tensor each, come
+    before F's; F's full-size key and value gradients are made once the groups' saved outputs, incoming gradients and
+    per-group key and value gradients are freed, and are summed into the gathered ones in place. In training, at 2 ×
+    512 + 16 tokens, width 256, batch 8, the attention core peaks at 0.89× the masked call's memory (1.06× with F's
+    call after the split or last); a whole layer at 0.94× (1.04× with F's call last; ``tests/test_zorro_memory.py``)."""
+    split = lambda t: dict(zip(sizes, t.split(list(sizes.values()), dim=2)))  # noqa: E731 {type: (B, h, N_t, d_h)}
+    q_of = split(q)
+    out_f = F_.scaled_dot_product_attention(q_of[F], k, v)  # (B, h, N_f, d_h): before the split, see above
+    k_of, v_of = split(k), split(v)
+    out = {t: F_.scaled_dot_product_attention(q_of[t], k_of[t], v_of[t]) for t in sizes if t != F}
+    return {t: out_f if t == F else out[t] for t in sizes}
 
 
 def readout_mask(types_q: Tensor, types_k: Tensor) -> Tensor:
@@ -167,18 +160,25 @@ class Zorro(FusionModel):
         for block in self.blocks:  # Block.forward with the attention routed instead of masked
             x = x + block.drop_path(routed_attention(block.attn, block.norm1(x), sizes))
             x = x + block.drop_path(block.mlp(block.norm2(x)))
-        normed = self.norm(x)  # (B, N, D)
-        names = [r for r, t in READOUTS.items() if t in sizes or t == G]
-        queries = torch.cat([self.readout_query[r] for r in names], dim=1).expand(x.shape[0], -1, -1)  # (B, R, D)
-        return dict(zip(names, routed_readout(self.readout, queries, names, normed, sizes).unbind(1)))
+        return self.read_out(x, sizes)
 
     def _pooled_masked(self, groups: dict[TokenType, Tensor]) -> dict[str, Tensor]:
-        types = token_types(*((t, x.shape[1]) for t, x in groups.items()), device=groups[F].device)  # (N,)
+        sizes = {t: x.shape[1] for t, x in groups.items()}  # order A, V, F
+        types = token_types(*sizes.items(), device=groups[F].device)  # (N,)
         x = torch.cat(list(groups.values()), dim=1)  # (B, N, D)
         mask = zorro_mask(types, types)  # (N, N)
         for block in self.blocks:
             x = block(x, mask=mask)
-        names = [r for r, t in READOUTS.items() if t in groups or t == G]
+        return self.read_out(x, sizes)
+
+    def read_out(self, x: Tensor, sizes: dict[TokenType, int]) -> dict[str, Tensor]:
+        """{readout: (B, D)}: the learned queries read the final tokens (B, N, D), in groups of ``sizes``, normed,
+        under ``readout_mask``, in one masked call on both paths (fusionbench's choice). Routed, the four queries would
+        save 2·N of their 4·N pairs per head, but each would leave its own key and value gradient, and the global
+        query's and the groups' full-size ones would meet at the peak of the whole model's backward (all activations
+        alive): 1.02× the masked path's training peak at 2 × 256 + 16 tokens, width 256 (``tests/test_zorro_memory.py``)."""
+        types = token_types(*sizes.items(), device=x.device)  # (N,)
+        names = [r for r, t in READOUTS.items() if t in sizes or t == G]
         q_types = torch.tensor([int(READOUTS[r]) for r in names], device=x.device)  # (R,)
         queries = torch.cat([self.readout_query[r] for r in names], dim=1).expand(x.shape[0], -1, -1)  # (B, R, D)
         pooled = self.readout(queries, self.norm(x), mask=readout_mask(q_types, types))  # (B, R, D)
