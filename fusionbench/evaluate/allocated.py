@@ -3,8 +3,8 @@
 The profiler records every allocation and free of torch's CPU allocator; its memory timeline (``[times, sizes by
 category]``) summed over categories is the bytes held at each event, and the peak above the first point is the
 callable's own. Unlike the peak RSS growth (``profile.PeakMemory``), it does not depend on what the process's heap
-already had free, on page touching or on the OS: the same code gives the same bytes on every machine at a given thread count,
-so a memory rule can be a test. Python objects and the allocator's own overhead are not counted.
+already had free, on page touching or on the OS: the same code gives the same bytes on every machine at a given
+thread count, so a memory rule can be a test. Python objects and the allocator's own overhead are not counted.
 """
 from __future__ import annotations
 

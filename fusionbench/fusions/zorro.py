@@ -75,7 +75,8 @@ def routed_sdpa(q: Tensor, k: Tensor, v: Tensor, sizes: dict[TokenType, int]) ->
     before F's; F's full-size key and value gradients are made once the groups' saved outputs, incoming gradients and
     per-group key and value gradients are freed, and are summed into the gathered ones in place. In training, at 2 ×
     512 + 16 tokens, width 256, batch 8, the attention core peaks at 0.89× the masked call's memory (1.06× with F's
-    call after the split or last); a whole layer at 0.94× (1.04× with F's call last; ``tests/test_zorro_memory.py``)."""
+    call after the split or last); a whole layer at 0.94× (1.04× with F's call last); ``tests/test_zorro_memory.py``
+    holds both at or below 1."""
     split = lambda t: dict(zip(sizes, t.split(list(sizes.values()), dim=2)))  # noqa: E731 {type: (B, h, N_t, d_h)}
     q_of = split(q)
     out_f = F_.scaled_dot_product_attention(q_of[F], k, v)  # (B, h, N_f, d_h): before the split, see above
@@ -176,7 +177,8 @@ class Zorro(FusionModel):
         under ``readout_mask``, in one masked call on both paths (fusionbench's choice). Routed, the four queries would
         save 2·N of their 4·N pairs per head, but each would leave its own key and value gradient, and the global
         query's and the groups' full-size ones would meet at the peak of the whole model's backward (all activations
-        alive): 1.02× the masked path's training peak at 2 × 256 + 16 tokens, width 256 (``tests/test_zorro_memory.py``)."""
+        alive): 1.02× the masked path's training peak at 2 × 256 + 16 tokens, width 256
+        (``tests/test_zorro_memory.py``)."""
         types = token_types(*sizes.items(), device=x.device)  # (N,)
         names = [r for r, t in READOUTS.items() if t in sizes or t == G]
         q_types = torch.tensor([int(READOUTS[r]) for r in names], device=x.device)  # (R,)
