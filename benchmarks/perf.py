@@ -247,19 +247,16 @@ CASES = {"zorro_sdpa": zorro_sdpa, "zorro_attn": zorro_attention, "zorro_model":
 # ------------------------------------------------------------------------------------------ measuring
 
 
-class Memory:
-    """The exact allocation peak (MiB) of one step of a case, after a warm-up step, at one thread."""
-
-    def peak(self, spec: tuple) -> float:
-        case, variant, n, width, batch, refs, train = spec
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the attention kernels' buffers are per thread
-        try:
-            step = CASES[case](variant, n, width, batch, refs, train)
-            step()
-            return allocated_peak_mib(step)
-        finally:
-            torch.set_num_threads(threads)
+def peak_mib(case: str, variant: str, n: int, width: int, batch: int, refs: dict, train: bool = True) -> float:
+    """The exact allocation peak (MiB) of one step of ``CASES[case]``, after a warm-up step, at one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the attention kernels' buffers are per thread
+    try:
+        step = CASES[case](variant, n, width, batch, refs, train)
+        step()  # warm: one-off allocations (the optimiser's state) are not the step's
+        return allocated_peak_mib(step)
+    finally:
+        torch.set_num_threads(threads)
 
 
 MIN_REPEATS, MAX_REPEATS = 3, 60
@@ -308,13 +305,13 @@ def row(benchmark: str, setting: str, cand: str, base: str, ms: dict, mem: dict,
 
 
 def run_case(case: str, variants: list[str], n: int, width: int, batch: int, refs: dict, budget_s: float,
-             memory: Memory | None, train: bool = True) -> tuple[dict, dict, dict]:
+             memory: bool, train: bool = True) -> tuple[dict, dict, dict]:
     """(median ms, peak MiB (empty without ``memory``), FLOPs of one step) per variant."""
     steps = {v: CASES[case](v, n, width, batch, refs, train) for v in variants}
     ms = time_variants(steps, budget_s)
     flops = {v: step_flops(step) for v, step in steps.items()}
     del steps
-    mem = {v: memory.peak((case, v, n, width, batch, refs, train)) for v in variants} if memory else {}
+    mem = {v: peak_mib(case, v, n, width, batch, refs, train) for v in variants} if memory else {}
     return ms, mem, flops
 
 
@@ -417,7 +414,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     only = set(args.only.split(","))
     tokens = ZORRO_TOKENS[:2] if args.quick else ZORRO_TOKENS
     budget = 1.0 if args.quick else args.budget  # seconds of timed steps per variant
-    memory = None if (args.quick or args.no_memory) else Memory()
+    memory = not (args.quick or args.no_memory)
     torch.set_num_threads(args.threads)
     refs = {"zorro": args.zorro_ref, "deepavfusion": args.deepavfusion_ref}
     for key, flag in (("zorro", "--zorro-ref"), ("deepavfusion", "--deepavfusion-ref")):
@@ -442,20 +439,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
             setting = f"2x{n}+16 tok, D={width}"
             if n in crossover:  # the path-choice sweep: the whole model's step only
                 ms, mem, flops = run_case("zorro_model", ["structured", "masked"], n, width, args.batch, refs,
-                                          budget, None)
+                                          budget, False)
                 add(row("zorro_model", setting, "structured", "masked", ms, mem, "path-choice sweep", flops))
                 continue
             if "zorro_sdpa" in only:
                 for train in (True, False):
                     ms, mem, flops = run_case("zorro_sdpa", ["structured", "masked"], n, width, args.batch, refs,
-                                              budget, memory if train else None, train)
+                                              budget, memory and train, train)
                     add(row("zorro_sdpa" if train else "zorro_sdpa_fwd", setting, "structured", "masked", ms, mem,
                             flops=flops))
             if "zorro_attn" in only:
                 variants = ["structured", "masked"] + (["lucidrains"] if refs["zorro"] else [])
                 for train in (True, False):
                     ms, mem, flops = run_case("zorro_attn", variants, n, width, args.batch, refs, budget,
-                                              memory if train else None, train)
+                                              memory and train, train)
                     name = "zorro_attn" if train else "zorro_attn_fwd"
                     add(row(name, setting, "structured", "masked", ms, mem, flops=flops))
                     if refs["zorro"]:
@@ -474,7 +471,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         note = "timm stand-in (DropPath, Mlp)" if refs["deepavfusion"] and timm_stand_in() else ""
         for train in (True, False):
             ms, mem, flops = run_case("dav_block", variants, 0, DAV["width"], args.batch, refs, budget,
-                                      memory if train else None, train)
+                                      memory and train, train)
             name = "dav_block" if train else "dav_block_fwd"
             add(row(name, setting, "ours_factorized", "ours_dense", ms, mem, flops=flops))
             if refs["deepavfusion"]:
