@@ -7,9 +7,10 @@ backward, for the path that runs (``gflops_*``), for the dense masked formulatio
 pairs the masks discard (``effective_gflops_*``: what the routing needs). Zorro's structured path runs the
 effective count and the 2·N pairs its one masked readout call discards (four queries; ``Zorro.read_out``); below
 ``Zorro.STRUCTURED_MIN_TOKENS`` its ``forward`` runs the masked path (the dense count), which is faster there; train
-and inference clips/s and ms/step (median after warm-up); peak memory (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS over the
-timed steps, reset through ``/proc/self/clear_refs``); and model FLOP utilisation, the training FLOP rate over the
-float32 (or bf16) matmul rate measured on the same device in the same run (``matmul_rate``).
+and inference clips/s and ms/step (median after warm-up); peak memory (CUDA: ``max_memory_allocated``; CPU: the
+process's peak RSS over the timed steps, reset through ``/proc/self/clear_refs``); and model FLOP utilisation, the
+training FLOP rate over the float32 (or bf16) matmul rate measured on the same device in the same run
+(``matmul_rate``).
 
 A training step here is forward + the model's loss + backward + (fused) AdamW step on random inputs of the run's geometry;
 fusionbench's own harness, not Lightning's loop (no data loading: ``benchmarks/`` measures that apart).

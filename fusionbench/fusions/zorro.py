@@ -22,9 +22,9 @@ sequence on both paths).
 the structured path from ``STRUCTURED_MIN_TOKENS`` tokens (A + V + F) up, the masked one below, where the three
 smaller attention calls cost more in per-call overhead than the masked pairs they skip. The threshold is from
 ``benchmarks/perf.py``'s whole-model training step on the project's loaded 2-core CPU (results/perf.csv, one run,
-widths 64 and 256): the structured step runs at 0.90-0.93× the masked one's speed at 48 tokens, 0.96-1.01× at 80,
-0.97-1.04× at 2 × 64 + 16 = 144, 0.99-1.15× at 208 and 272, 1.27-1.94× at 2 × 512 + 16 (the run of 2026-12-04, after
-the memory changes: 0.96-1.01×, 1.00-1.02×, 1.07-1.09×, 1.04-1.24×, 1.38-1.88×). The two paths give the same outputs
+widths 64 and 256): the structured step runs at 0.96-1.01× the masked one's speed at 48 tokens, 1.00-1.02× at 80,
+1.07-1.09× at 2 × 64 + 16 = 144, 1.04-1.24× at 208 and 272, 1.38-1.88× at 2 × 512 + 16 (an earlier run, before the
+memory changes: 0.90-0.93×, 0.96-1.01×, 0.97-1.04×, 0.99-1.15×, 1.27-1.94×). The two paths give the same outputs
 (tested).
 
 Unimodal policy: exact. An absent modality's tokens are dropped; F still reads what is present. Audio-only: streams
